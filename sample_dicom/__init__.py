@@ -1,0 +1,1 @@
+"""Synthetic sample DICOM studies; see ``generate.py`` and ``README.md``."""
