@@ -1,0 +1,1 @@
+"""The appliance: settings, logging, the `minipacs` command and process supervision."""

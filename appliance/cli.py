@@ -1,0 +1,277 @@
+"""The `minipacs` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from appliance import logs
+from appliance.settings import Settings, SettingsError, load
+
+log = logging.getLogger("minipacs")
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_dicom"
+
+EPILOG = """\
+examples:
+  minipacs demo                          run with the sample studies loaded
+  minipacs serve --data /srv/minipacs    run on your own data directory
+  minipacs import /media/cdrom           import a patient CD (DICOMDIR) or any folder
+  minipacs ae add WORKSTATION 192.168.1.50 104 --description "Reading room"
+
+Settings come from minipacs.toml (or --config FILE), MINIPACS_* environment
+variables and flags; flags win. See appliance/minipacs.toml for every key.
+"""
+
+
+class CommandError(Exception):
+    """A failure to report in one line, with what to do about it."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        settings = load(args.config, _overrides(args))
+        logs.configure(settings["log.level"])
+        result: int = args.func(args, settings)
+        return result
+    except SettingsError as exc:
+        print(f"minipacs: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except CommandError as exc:
+        print(f"minipacs: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minipacs",
+        description="A mini-PACS and diagnostic archive for district hospitals.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="configuration file (default: ./minipacs.toml if present)")
+    common.add_argument("--data", metavar="DIR", help="data directory (default: ./minipacs-data)")
+    common.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
+    listen = argparse.ArgumentParser(add_help=False)
+    listen.add_argument("--aet", metavar="TITLE", help="our DICOM AE title (default: MINIPACS)")
+    listen.add_argument("--dicom-port", metavar="N", type=int, help="DICOM port (default: 11112)")
+    listen.add_argument("--http-port", metavar="N", type=int, help="HTTP port (default: 8080)")
+    listen.add_argument("--hl7-port", metavar="N", type=int, help="HL7 MLLP port (default: 2575)")
+
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    serve = sub.add_parser("serve", parents=[common, listen], help="run the archive's listeners",
+                           description="Run the DICOM listener until stopped (Ctrl+C or SIGTERM).")  # fmt: skip
+    serve.set_defaults(func=cmd_serve)
+    demo = sub.add_parser("demo", parents=[common, listen], help="serve with the sample studies imported",
+                          description="Import the sample studies (again is harmless) and serve.")  # fmt: skip
+    demo.add_argument("--samples", metavar="DIR", type=Path, default=SAMPLES,
+                      help=f"folder of sample studies (default: {SAMPLES})")  # fmt: skip
+    demo.set_defaults(func=cmd_demo)
+
+    imp = sub.add_parser("import", parents=[common], help="import DICOM files, folders or DICOMDIR media",
+                         description="Import DICOM files, folders (recursively) and DICOMDIR media. "
+                         "Non-DICOM files are skipped and listed; exit status 1 if any file was rejected.")  # fmt: skip
+    imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar (for scripts)")
+    imp.set_defaults(func=cmd_import)
+
+    ae = sub.add_parser("ae", help="manage known DICOM application entities",
+                        description="Known AEs are C-MOVE destinations and, with "
+                        "dicom.calling_ae = \"registered\", the only AEs allowed to connect.")  # fmt: skip
+    ae_sub = ae.add_subparsers(title="actions", metavar="ACTION")
+    add = ae_sub.add_parser("add", parents=[common], help="register an AE",
+                            description="Register an AE. Without HOST it may call from any address; "
+                            "without PORT it cannot be a C-MOVE destination.")  # fmt: skip
+    add.add_argument("title", metavar="TITLE", help="AE title, e.g. CT_SCANNER")
+    add.add_argument("host", metavar="HOST", nargs="?", default="", help="IP address or host name")
+    add.add_argument("port", metavar="PORT", nargs="?", default=0, help="DICOM port it listens on")
+    add.add_argument("--description", default="", help="e.g. 'CT room 1'")
+    add.set_defaults(func=cmd_ae_add)
+    lst = ae_sub.add_parser("list", parents=[common], help="list registered AEs")
+    lst.set_defaults(func=cmd_ae_list)
+    rm = ae_sub.add_parser("remove", parents=[common], help="remove a registered AE")
+    rm.add_argument("title", metavar="TITLE")
+    rm.set_defaults(func=cmd_ae_remove)
+    ae.set_defaults(func=lambda args, settings: (ae.print_help(), 2)[1])
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "data": getattr(args, "data", None),
+        "log.level": getattr(args, "log_level", None),
+        "dicom.ae_title": getattr(args, "aet", None),
+        "dicom.port": getattr(args, "dicom_port", None),
+        "http.port": getattr(args, "http_port", None),
+        "hl7.port": getattr(args, "hl7_port", None),
+    }
+
+
+def _open_archive(settings: Settings) -> Any:
+    from archive import Archive  # imported here so --help stays fast
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return Archive.open(
+            settings.database_url,
+            settings.storage_url,
+            reserve_bytes=settings["storage.reserve_mb"] * 2**20,
+        )
+    except Exception as exc:
+        raise CommandError(f"cannot open the archive in {settings.data_dir}: {exc}") from exc
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") -> int:
+    from appliance.supervisor import Supervisor
+    from dicom_scp import DicomConfig, DicomService
+
+    archive = _open_archive(settings)
+    dicom = DicomService(archive, DicomConfig(
+        ae_title=settings["dicom.ae_title"],
+        host=settings["dicom.host"],
+        port=settings["dicom.port"],
+        max_pdu=settings["dicom.max_pdu"],
+        max_associations=settings["dicom.max_associations"],
+        acse_timeout=settings["dicom.acse_timeout"],
+        dimse_timeout=settings["dicom.dimse_timeout"],
+        network_timeout=settings["dicom.network_timeout"],
+        registered_only=settings["dicom.calling_ae"] == "registered",
+        check_called_ae=settings["dicom.check_called_ae"],
+        spool_dir=settings.spool_dir,
+    ))  # fmt: skip
+    supervisor = Supervisor([dicom])
+    stats = archive.statistics()
+    log.info("archive %s: %d patients, %d studies, %d instances (%.1f MB)", settings.data_dir,
+             stats.patients, stats.studies, stats.instances, stats.size_bytes / 1e6)  # fmt: skip
+    log.info("HTTP (port %d) and HL7 (port %d) listeners are not part of this version yet",
+             settings["http.port"], settings["hl7.port"])  # fmt: skip
+    def started() -> None:
+        if banner:
+            print(banner.format(port=dicom.address[1]), flush=True)
+
+    try:
+        supervisor.run(on_started=started)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot listen on {settings['dicom.host']}:{settings['dicom.port']}: "
+            f"{exc.strerror or exc}. Is another minipacs (or another PACS) already using "
+            "the port? Choose another one with --dicom-port."
+        ) from exc
+    finally:
+        archive.close()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from appliance.importer import import_paths
+
+    if not args.samples.is_dir():
+        raise CommandError(f"sample studies not found in {args.samples}; pass --samples DIR")
+    archive = _open_archive(settings)
+    try:
+        studies = sorted(p for p in args.samples.iterdir() if p.is_dir() and p.name[0] not in "._")
+        summary = import_paths(archive, studies, progress=sys.stderr.isatty())
+    finally:
+        archive.close()
+    print("Sample studies: " + summary.lines()[0], flush=True)
+    return cmd_serve(args, settings, banner=_connect_help(settings))
+
+
+def _connect_help(settings: Settings) -> str:
+    aet = settings["dicom.ae_title"]
+    addresses = ", ".join(_local_addresses()) or "this machine's address"
+    return f"""
+minipacs is running. Data: {settings.data_dir}
+  DICOM: AE title {aet}, port {{port}} (addresses: {addresses})
+Point a modality or workstation at AE {aet}, port {{port}}. To try it with dcmtk:
+  echoscu  -aec {aet} localhost {{port}}
+  findscu  -aec {aet} -S -k QueryRetrieveLevel=STUDY -k PatientName="NGUYEN*" -k StudyInstanceUID -k StudyDescription localhost {{port}}
+  storescu -aec {aet} localhost {{port}} image.dcm
+Workstations that retrieve (C-MOVE) must be registered first:
+  minipacs ae add WORKSTATION 192.168.1.50 104
+Stop with Ctrl+C."""
+
+
+def _local_addresses() -> list[str]:
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+    except OSError:
+        return []
+    return sorted({str(info[4][0]) for info in infos if not str(info[4][0]).startswith("127.")})
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from appliance.importer import import_paths
+
+    archive = _open_archive(settings)
+    try:
+        summary = import_paths(archive, args.paths, progress=not args.no_progress)
+    except FileNotFoundError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        archive.close()
+    for line in summary.lines():
+        print(line)
+    return 1 if summary.rejected else 0
+
+
+def cmd_ae_add(args: argparse.Namespace, settings: Settings) -> int:
+    from archive import ArchiveError
+
+    archive = _open_archive(settings)
+    try:
+        ae = archive.registry.add(args.title, args.host, args.port, args.description)
+    except ArchiveError as exc:
+        raise CommandError(exc.message) from exc
+    finally:
+        archive.close()
+    where = f"{ae.host}:{ae.port}" if ae.can_receive else (ae.host or "any address")
+    print(f"registered {ae.ae_title} ({where})")
+    return 0
+
+
+def cmd_ae_list(args: argparse.Namespace, settings: Settings) -> int:
+    archive = _open_archive(settings)
+    try:
+        entries = archive.registry.list()
+    finally:
+        archive.close()
+    if not entries:
+        print("no AEs registered (add one with: minipacs ae add TITLE HOST PORT)")
+        return 0
+    print(f"{'AE TITLE':<16}  {'HOST':<24}  {'PORT':>5}  {'LAST SEEN':<19}  DESCRIPTION")
+    for ae in entries:
+        seen = ae.last_seen_at.strftime("%Y-%m-%d %H:%M:%S") if ae.last_seen_at else "never"
+        print(f"{ae.ae_title:<16}  {ae.host or '(any)':<24}  {ae.port or '-':>5}  {seen:<19}  {ae.description}")
+    return 0
+
+
+def cmd_ae_remove(args: argparse.Namespace, settings: Settings) -> int:
+    from archive import ArchiveError
+
+    archive = _open_archive(settings)
+    try:
+        archive.registry.remove(args.title)
+    except ArchiveError as exc:
+        raise CommandError(exc.message) from exc
+    finally:
+        archive.close()
+    print(f"removed {args.title.strip()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

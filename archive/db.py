@@ -1,0 +1,121 @@
+"""Database engine, connection settings and schema migrations.
+
+SQLite is the embedded default: WAL so readers never wait for the writer,
+``synchronous=FULL`` so a committed row survives a power cut (the promise
+that a success means durable), and ``case_sensitive_like`` so LIKE behaves as
+DICOM wildcard matching requires (case-sensitive) and can use indexes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import Connection
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The default index location inside the data directory."""
+    return f"sqlite:///{(data_dir / 'index.sqlite').resolve()}"
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create the engine for `url` with the settings each backend needs."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 60, "check_same_thread": False},
+            pool_size=16,
+            max_overflow=16,
+            **kwargs,
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=FULL",
+        "foreign_keys=ON",
+        "busy_timeout=60000",
+        "case_sensitive_like=ON",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    # A writer takes the write lock up front (BEGIN IMMEDIATE): a deferred
+    # transaction that later upgrades can fail with SQLITE_BUSY mid-way.
+    if conn.get_execution_options().get("write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+class Database:
+    """The engine plus the one rule for writing: one writer at a time on SQLite.
+
+    SQLite allows a single writer; taking a process-wide lock before
+    ``BEGIN IMMEDIATE`` makes threads queue in order instead of spinning on
+    SQLITE_BUSY. Other processes (a CLI import) still wait on the busy timeout.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+
+    @classmethod
+    def open(cls, url: str) -> Database:
+        """Connect to `url` and bring its schema up to date."""
+        db = cls(make_engine(url))
+        migrate(db.engine)
+        return db
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction: committed when the block ends, rolled back on error."""
+        with self._write_lock or nullcontext():
+            with self.engine.connect().execution_options(write=True) as conn:
+                with conn.begin():
+                    yield conn
+
+    def read(self) -> Connection:
+        """A connection for reading (use as a context manager)."""
+        return self.engine.connect()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (idempotent)."""
+    before = set(inspect(engine).get_table_names())
+    command.upgrade(alembic_config(engine), "head")
+    if "alembic_version" not in before:
+        log.info("created the index schema in %s", engine.url.render_as_string())

@@ -1,0 +1,264 @@
+"""Adding one instance to the index inside one write transaction.
+
+Patient, study and series rows are created on first sight and then only
+counted; their attributes come from the first instance (as Orthanc does).
+A later instance that disagrees about which patient or study it belongs to
+is filed under the existing row and the disagreement is reported, never
+resolved by merging patients.
+
+Statements are built once at import: constructing SQLAlchemy statements per
+call cost more than executing them, on the path every image takes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from archive.attributes import (
+    TOKEN_PATIENT_NAME,
+    TOKEN_REFERRING_PHYSICIAN,
+    IndexRecord,
+    PatientRecord,
+    SeriesRecord,
+    StudyRecord,
+)
+from archive.audit import audit_row
+from archive.models import (
+    AuditEvent,
+    DuplicateConflict,
+    Instance,
+    NameToken,
+    Patient,
+    PatientIdentifier,
+    Series,
+    SeriesRequest,
+    Study,
+)
+from archive.origin import Origin
+
+P, S, SE, I = Patient.__table__, Study.__table__, Series.__table__, Instance.__table__
+_IDS = PatientIdentifier.__table__
+
+_FIND_INSTANCE = select(I.c.sha256, I.c.storage_key).where(I.c.sop_instance_uid == bindparam("uid"))
+_FIND_PATIENT = select(P.c.pk).where(P.c.patient_key == bindparam("key"))
+_FIND_STUDY = select(S.c.pk, S.c.patient_pk).where(S.c.study_instance_uid == bindparam("uid"))
+_FIND_SERIES = select(SE.c.pk, SE.c.study_pk).where(SE.c.series_instance_uid == bindparam("uid"))
+_KNOWN_IDS = select(_IDS.c.value).where(_IDS.c.patient_pk == bindparam("pk"))
+_MODALITIES = select(S.c.modalities_in_study).where(S.c.pk == bindparam("pk"))
+_INSERT_PATIENT = insert(P).returning(P.c.pk)
+_INSERT_STUDY = insert(S).returning(S.c.pk)
+_INSERT_SERIES = insert(SE).returning(SE.c.pk)
+_INSERT_INSTANCE = insert(I)
+_INSERT_IDS = insert(_IDS)
+_INSERT_TOKENS = insert(NameToken.__table__)
+_INSERT_REQUESTS = insert(SeriesRequest.__table__)
+_INSERT_AUDIT = insert(AuditEvent.__table__)
+_INSERT_CONFLICT = insert(DuplicateConflict.__table__)
+_COUNT_SERIES = (
+    update(SE).where(SE.c.pk == bindparam("b_pk")).values(num_instances=SE.c.num_instances + 1)
+)
+_COUNT_STUDY = (
+    update(S)
+    .where(S.c.pk == bindparam("b_pk"))
+    .values(
+        num_instances=S.c.num_instances + 1,
+        size_bytes=S.c.size_bytes + bindparam("b_size"),
+        num_series=S.c.num_series + bindparam("b_new_series"),
+        modalities_in_study=bindparam("b_modalities"),
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """The stored object behind a new index row."""
+
+    storage_key: str
+    size: int
+    sha256: str
+    transfer_syntax_uid: str
+
+
+@dataclass(frozen=True)
+class Existing:
+    """An instance already in the index under the same SOP Instance UID."""
+
+    sha256: str
+    storage_key: str
+
+
+def find_existing(conn: Connection, sop_instance_uid: str) -> Existing | None:
+    row = conn.execute(_FIND_INSTANCE, {"uid": sop_instance_uid}).first()
+    return Existing(row.sha256, row.storage_key) if row else None
+
+
+def add_instance(
+    conn: Connection, record: IndexRecord, stored: StoredInstance, origin: Origin, now: datetime
+) -> list[str]:
+    """Insert `record`; return warnings about disagreements with what was already indexed.
+
+    The caller has checked, inside the same transaction, that there is no row
+    for this SOP Instance UID.
+    """
+    warnings: list[str] = []
+    patient_pk = _patient(conn, record.patient, now)
+    study_pk, study_patient_pk, new_study = _study(conn, record.study, patient_pk, now)
+    if study_patient_pk != patient_pk:
+        warnings.append(
+            f"study {record.study.study_instance_uid} is already filed under another patient "
+            "ID; the instance was filed with that study"
+        )
+    series_pk, series_study_pk, new_series = _series(conn, record.series, study_pk, now)
+    if series_study_pk != study_pk:
+        warnings.append(
+            f"series {record.series.series_instance_uid} already belongs to another study; "
+            "the instance was filed with that series"
+        )
+    inst = record.instance
+    conn.execute(_INSERT_INSTANCE, {
+        "sop_instance_uid": inst.sop_instance_uid,
+        "series_pk": series_pk,
+        "sop_class_uid": inst.sop_class_uid,
+        "instance_number": inst.instance_number,
+        "content_date": inst.content_date,
+        "content_time": inst.content_time,
+        "number_of_frames": inst.number_of_frames,
+        "rows": inst.rows,
+        "columns": inst.columns,
+        "bits_allocated": inst.bits_allocated,
+        "transfer_syntax_uid": stored.transfer_syntax_uid,
+        "size_bytes": stored.size,
+        "sha256": stored.sha256,
+        "storage_key": stored.storage_key,
+        "received_at": now,
+        "calling_ae": origin.actor,
+        "peer_address": origin.address,
+        "attrs": inst.attrs,
+    })  # fmt: skip
+    conn.execute(_COUNT_SERIES, {"b_pk": series_pk})
+    modalities = conn.execute(_MODALITIES, {"pk": series_study_pk}).scalar_one()
+    if new_series and record.series.modality:
+        listed = {m for m in modalities.split("\\") if m} | {record.series.modality}
+        modalities = "\\".join(sorted(listed))
+    conn.execute(_COUNT_STUDY, {
+        "b_pk": series_study_pk, "b_size": stored.size, "b_new_series": int(new_series),
+        "b_modalities": modalities, "b_now": now,
+    })  # fmt: skip
+    outcome = "stored with warnings" if warnings else "stored"
+    detail = f"study {record.study.study_instance_uid}" + ("; new study" if new_study else "")
+    conn.execute(_INSERT_AUDIT, audit_row(origin, "STORE", "IMAGE", inst.sop_instance_uid, outcome, detail))
+    return warnings
+
+
+def add_conflict(
+    conn: Connection, sop_instance_uid: str, stored: StoredInstance, origin: Origin, now: datetime
+) -> None:
+    """Record a differing resend whose bytes were kept under their own key."""
+    conn.execute(_INSERT_CONFLICT, {
+        "sop_instance_uid": sop_instance_uid,
+        "storage_key": stored.storage_key,
+        "size_bytes": stored.size,
+        "sha256": stored.sha256,
+        "received_at": now,
+        "calling_ae": origin.actor,
+        "peer_address": origin.address,
+    })  # fmt: skip
+    conn.execute(_INSERT_AUDIT, audit_row(
+        origin, "STORE", "IMAGE", sop_instance_uid, "conflict kept",
+        f"differing resend kept as {stored.storage_key}",
+    ))  # fmt: skip
+
+
+def _patient(conn: Connection, rec: PatientRecord, now: datetime) -> int:
+    pk = conn.execute(_FIND_PATIENT, {"key": rec.patient_key}).scalar()
+    known: set[str] = set()
+    if pk is None:
+        pk = conn.execute(_INSERT_PATIENT, {
+            "patient_key": rec.patient_key,
+            "patient_id": rec.patient_id,
+            "issuer_of_patient_id": rec.issuer_of_patient_id,
+            "patient_name": rec.patient_name,
+            "patient_name_key": rec.patient_name_key,
+            "patient_birth_date": rec.patient_birth_date,
+            "patient_sex": rec.patient_sex,
+            "attrs": rec.attrs,
+            "created_at": now,
+            "updated_at": now,
+        }).scalar_one()  # fmt: skip
+        _tokens(conn, TOKEN_PATIENT_NAME, pk, rec.name_tokens)
+    elif rec.other_ids:
+        known = set(conn.execute(_KNOWN_IDS, {"pk": pk}).scalars())
+    new_ids = [(v, i, t) for v, i, t in rec.other_ids if v not in known]
+    if new_ids:
+        conn.execute(
+            _INSERT_IDS,
+            [{"patient_pk": pk, "value": v, "issuer": i, "type_of_id": t} for v, i, t in new_ids],
+        )
+    return int(pk)
+
+
+def _study(
+    conn: Connection, rec: StudyRecord, patient_pk: int, now: datetime
+) -> tuple[int, int, bool]:
+    row = conn.execute(_FIND_STUDY, {"uid": rec.study_instance_uid}).first()
+    if row is not None:
+        return int(row.pk), int(row.patient_pk), False
+    pk = conn.execute(_INSERT_STUDY, {
+        "study_instance_uid": rec.study_instance_uid,
+        "patient_pk": patient_pk,
+        "study_date": rec.study_date,
+        "study_time": rec.study_time,
+        "accession_number": rec.accession_number,
+        "study_id": rec.study_id,
+        "referring_physician_name": rec.referring_physician_name,
+        "referring_physician_name_key": rec.referring_physician_name_key,
+        "study_description": rec.study_description,
+        "modalities_in_study": "",
+        "num_series": 0,
+        "num_instances": 0,
+        "size_bytes": 0,
+        "attrs": rec.attrs,
+        "created_at": now,
+        "updated_at": now,
+    }).scalar_one()  # fmt: skip
+    _tokens(conn, TOKEN_REFERRING_PHYSICIAN, pk, rec.referring_tokens)
+    return int(pk), patient_pk, True
+
+
+def _series(
+    conn: Connection, rec: SeriesRecord, study_pk: int, now: datetime
+) -> tuple[int, int, bool]:
+    row = conn.execute(_FIND_SERIES, {"uid": rec.series_instance_uid}).first()
+    if row is not None:
+        return int(row.pk), int(row.study_pk), False
+    pk = conn.execute(_INSERT_SERIES, {
+        "series_instance_uid": rec.series_instance_uid,
+        "study_pk": study_pk,
+        "modality": rec.modality,
+        "series_number": rec.series_number,
+        "series_description": rec.series_description,
+        "series_date": rec.series_date,
+        "series_time": rec.series_time,
+        "body_part_examined": rec.body_part_examined,
+        "performed_procedure_step_start_date": rec.performed_procedure_step_start_date,
+        "performed_procedure_step_start_time": rec.performed_procedure_step_start_time,
+        "num_instances": 0,
+        "attrs": rec.attrs,
+        "created_at": now,
+    }).scalar_one()  # fmt: skip
+    if rec.requests:
+        conn.execute(_INSERT_REQUESTS, [
+            {"series_pk": pk, "requested_procedure_id": r, "scheduled_procedure_step_id": s,
+             "accession_number": a}
+            for r, s, a in rec.requests
+        ])  # fmt: skip
+    return int(pk), study_pk, True
+
+
+def _tokens(conn: Connection, kind: int, owner_pk: int, tokens: list[str]) -> None:
+    if tokens:
+        conn.execute(_INSERT_TOKENS, [{"kind": kind, "owner_pk": owner_pk, "token": t} for t in tokens])

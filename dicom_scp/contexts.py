@@ -1,0 +1,45 @@
+"""Presentation contexts: which SOP classes and transfer syntaxes we accept and propose."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
+from pynetdicom import AllStoragePresentationContexts, build_context
+from pynetdicom.presentation import PresentationContext
+
+#: Everything is stored as received, so every standard transfer syntax is
+#: accepted: uncompressed, deflate, JPEG (baseline, extended, lossless,
+#: lossless SV1), JPEG-LS, JPEG 2000, HTJ2K, RLE and the video syntaxes.
+STORAGE_TRANSFER_SYNTAXES: list[UID] = [UID(ts) for ts in AllTransferSyntaxes]
+
+#: Query/retrieve and verification need only the uncompressed syntaxes.
+PLAIN_TRANSFER_SYNTAXES: list[UID] = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    UID("1.2.840.10008.1.2.2"),  # Explicit VR Big Endian (retired, still sent)
+    UID("1.2.840.10008.1.2.1.99"),  # Deflated Explicit VR Little Endian
+]
+
+STORAGE_SOP_CLASSES: list[UID] = [UID(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+
+# pynetdicom proposes at most 128 presentation contexts on one association.
+MAX_PROPOSED_CONTEXTS = 128
+
+
+def contexts_for_sending(pairs: Iterable[tuple[str, str]]) -> list[PresentationContext]:
+    """Contexts to propose for sending instances stored as (SOP Class, Transfer Syntax).
+
+    Each stored syntax gets a context of its own, so the peer can accept it
+    exactly and the bytes go out unchanged; each SOP class also gets an
+    uncompressed fallback for uncompressed objects.
+    """
+    contexts: list[PresentationContext] = []
+    seen_classes: list[str] = []
+    for sop_class, transfer_syntax in sorted(set(pairs)):
+        contexts.append(build_context(sop_class, [transfer_syntax]))
+        if sop_class not in seen_classes:
+            seen_classes.append(sop_class)
+    for sop_class in seen_classes:
+        contexts.append(build_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
+    return contexts[:MAX_PROPOSED_CONTEXTS]

@@ -1,0 +1,144 @@
+"""The DICOM service: one pynetdicom AE wired to the archive."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pynetdicom import AE, _config, evt
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from archive import Archive
+from dicom_scp import handlers
+from dicom_scp.associations import AssociationLog
+from dicom_scp.contexts import (
+    PLAIN_TRANSFER_SYNTAXES,
+    STORAGE_SOP_CLASSES,
+    STORAGE_TRANSFER_SYNTAXES,
+)
+
+log = logging.getLogger(__name__)
+
+_QUERY_RETRIEVE = [
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelGet,
+]
+
+
+@dataclass(frozen=True)
+class DicomConfig:
+    """Everything the DICOM listener needs from the appliance settings."""
+
+    ae_title: str = "MINIPACS"
+    host: str = "0.0.0.0"
+    port: int = 11112
+    #: Largest PDU we accept; 0 means no limit (PS3.8 D.3.3.2.1).
+    max_pdu: int = 1048576
+    max_associations: int = 32
+    acse_timeout: float = 30
+    dimse_timeout: float = 60
+    network_timeout: float = 300
+    #: False: accept any calling AE. True: only registered AEs (from their host, if one is set).
+    registered_only: bool = False
+    #: Refuse associations addressed to another AE title.
+    check_called_ae: bool = False
+    #: Where incoming datasets are spooled while they arrive; same disk as the archive.
+    spool_dir: Path = Path("spool")
+
+
+class DicomService:
+    """Starts and stops the DIMSE listener (Verification, Storage, Q/R FIND/MOVE/GET)."""
+
+    name = "DICOM"
+
+    def __init__(self, archive: Archive, config: DicomConfig) -> None:
+        self.archive = archive
+        self.config = config
+        self.associations = AssociationLog(archive.registry, config.registered_only)
+        self._server: ThreadedAssociationServer | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port); the real port when configured as 0."""
+        if self._server is None:
+            return self.config.host, self.config.port
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def describe(self) -> str:
+        host, port = self.address
+        return f"DICOM AE {self.config.ae_title} on {host}:{port}"
+
+    def start(self) -> None:
+        _configure_pynetdicom(self.config.spool_dir)
+        ae = self._build_ae()
+        handlers_ = [
+            (evt.EVT_C_ECHO, handlers.handle_echo),
+            (evt.EVT_C_STORE, handlers.handle_store, [self.archive, self.associations]),
+            (evt.EVT_C_FIND, handlers.handle_find,
+             [self.archive, self.associations, self.config.ae_title]),
+            (evt.EVT_C_MOVE, handlers.handle_move, [self.archive, self.associations]),
+            (evt.EVT_C_GET, handlers.handle_get, [self.archive, self.associations]),
+            (evt.EVT_REQUESTED, self.associations.on_requested),
+            (evt.EVT_ACCEPTED, self.associations.on_accepted),
+            (evt.EVT_RELEASED, self.associations.on_ended),
+            (evt.EVT_ABORTED, self.associations.on_ended),
+        ]  # fmt: skip
+        self._server = ae.start_server(
+            (self.config.host, self.config.port), block=False, evt_handlers=handlers_
+        )
+        log.info("listening: %s", self.describe())
+
+    def stop(self) -> None:
+        """Stop accepting, let running associations finish their current message, close."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+            log.info("DICOM listener stopped")
+
+    def _build_ae(self) -> AE:
+        cfg = self.config
+        ae = AE(ae_title=cfg.ae_title)
+        ae.maximum_pdu_size = cfg.max_pdu
+        ae.maximum_associations = cfg.max_associations
+        ae.acse_timeout = cfg.acse_timeout
+        ae.dimse_timeout = cfg.dimse_timeout
+        ae.network_timeout = cfg.network_timeout
+        ae.require_called_aet = cfg.check_called_ae
+        ae.add_supported_context(Verification, PLAIN_TRANSFER_SYNTAXES)
+        for sop_class in _QUERY_RETRIEVE:
+            ae.add_supported_context(sop_class, PLAIN_TRANSFER_SYNTAXES)
+        for sop_class in STORAGE_SOP_CLASSES:
+            # SCP role accepted too, so a C-GET requestor can receive on its association.
+            ae.add_supported_context(sop_class, STORAGE_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
+        return ae
+
+
+def _configure_pynetdicom(spool_dir: Path) -> None:
+    """Process-wide pynetdicom settings the service depends on."""
+    # Spool incoming datasets to disk chunk by chunk instead of in memory.
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    # Never log query identifiers: they contain patient names.
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_HANDLER_LEVEL = "none"
+    # pynetdicom spools into tempfile's directory; keep it on the archive's
+    # disk (not a RAM-backed /tmp) and empty it of leftovers of a crash.
+    shutil.rmtree(spool_dir, ignore_errors=True)
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    tempfile.tempdir = str(spool_dir)

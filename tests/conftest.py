@@ -1,0 +1,149 @@
+"""Shared fixtures: a temporary archive, a real `minipacs serve`, and dcmtk peers.
+
+Everything runs on 127.0.0.1 (tests/run.sh also puts the whole suite in a
+private network namespace, so listeners that bind every address, like
+dcmtk's storescp, are reachable from loopback only).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_file
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+
+from archive import Archive
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_dicom"
+CT_FILES = sorted((SAMPLES / "ct").glob("*.dcm"))
+DX_FILE = SAMPLES / "dx" / "DX_001.dcm"
+US_FILES = sorted((SAMPLES / "us").glob("*.dcm"))
+ALL_SAMPLES = CT_FILES + [DX_FILE] + US_FILES
+
+
+def testdata(name: str) -> Path:
+    """A file bundled with pydicom (never downloaded: the suite runs offline)."""
+    path = get_testdata_file(name, download=False)
+    assert path is not None, f"pydicom test file {name} is not bundled with this pydicom"
+    return Path(str(path))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def network_is_private() -> bool:
+    """True inside a network namespace that has only the loopback interface."""
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def require_private_network() -> None:
+    if not network_is_private():
+        pytest.skip("dcmtk SCPs listen on every address: run the suite with tests/run.sh, "
+                    "which gives it a private network namespace")  # fmt: skip
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Iterator[Archive]:
+    """A fresh archive on SQLite and the filesystem."""
+    arc = Archive.open(f"sqlite:///{tmp_path / 'index.sqlite'}", str(tmp_path / "objects"))
+    yield arc
+    arc.close()
+
+
+def echo(port: int, aet: str = "MINIPACS", calling: str = "PYTEST") -> bool:
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.network_timeout = 5
+    assoc = ae.associate("127.0.0.1", port, ae_title=aet)
+    if not assoc.is_established:
+        return False
+    try:
+        return bool(assoc.send_c_echo().Status == 0)
+    finally:
+        assoc.release()
+
+
+@dataclass
+class Server:
+    """A running `minipacs serve` subprocess."""
+
+    port: int
+    data: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    aet: str = "MINIPACS"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def archive(self) -> Archive:
+        """Open the server's index and store from the test, to check what it holds."""
+        return Archive.open(f"sqlite:///{self.data / 'index.sqlite'}", str(self.data / "objects"))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+
+def start_server(data: Path, *args: str, env: dict[str, str] | None = None,
+                 port: int | None = None, timeout: float = 30) -> Server:  # fmt: skip
+    """Start `minipacs serve` and wait until it answers C-ECHO."""
+    port = port or free_port()
+    data.mkdir(parents=True, exist_ok=True)
+    log_path = data.parent / f"{data.name}-server-{port}.log"
+    full_env = {**os.environ, "MINIPACS_DICOM_HOST": "127.0.0.1", **(env or {})}
+    full_env.setdefault("MINIPACS_STORAGE_RESERVE_MB", "0")
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "appliance.cli", "serve", "--data", str(data),
+             "--dicom-port", str(port), *args],
+            cwd=str(data.parent), env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    server = Server(port, data, process, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"minipacs serve exited with {process.returncode}:\n{server.log()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                pass
+            if echo(port):
+                return server
+        except OSError:
+            pass
+        time.sleep(0.05)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"minipacs serve did not answer within {timeout} s:\n{server.log()}")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """A `minipacs serve` on a free port with an empty data directory."""
+    srv = start_server(tmp_path / "data")
+    yield srv
+    code = srv.stop()
+    assert code == 0, f"minipacs serve exited with {code} on SIGTERM:\n{srv.log()}"
+    assert "Traceback" not in srv.log(), srv.log()
+
+
+def dcmtk(*args: str | Path, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a dcmtk tool; returns the completed process with text output."""
+    assert shutil.which(str(args[0])), f"{args[0]} is not installed (tests/run.sh installs dcmtk)"
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True,
+                          timeout=timeout, check=check)  # fmt: skip
