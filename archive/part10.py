@@ -62,7 +62,9 @@ def parse(stream: BinaryIO) -> ParsedObject:
     transfer_syntax = _transfer_syntax(meta)
     stream.seek(0)
     try:
-        header = dcmread(stream, stop_before_pixels=True, force=True)
+        # defer_size: a large non-pixel value (an embedded PDF, a private
+        # blob) is skipped over rather than read into memory.
+        header = dcmread(stream, stop_before_pixels=True, force=True, defer_size="256 KB")
         if transfer_syntax is None:
             transfer_syntax = _guess_transfer_syntax(header)
     except InvalidInstance:
