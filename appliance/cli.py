@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import socket
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from appliance import logs
-from appliance.settings import Settings, SettingsError, load
+from appliance.settings import FLAGS, Settings, SettingsError, load
 
 log = logging.getLogger("minipacs")
 
@@ -37,11 +39,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
+        # `minipacs` or `minipacs ae` without what to do: show what there is.
+        getattr(args, "help_parser", parser).print_help()
         return 2
     try:
         settings = load(args.config, _overrides(args))
         logs.configure(settings["log.level"])
+        for warning in settings.warnings:
+            log.warning("%s", warning)
         result: int = args.func(args, settings)
         return result
     except SettingsError as exc:
@@ -51,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"minipacs: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print("minipacs: interrupted", file=sys.stderr)
         return 130
 
 
@@ -62,14 +68,14 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="configuration file (default: ./minipacs.toml if present)")
+    common.add_argument("--config", metavar="FILE", help="configuration file (default: $MINIPACS_CONFIG, else ./minipacs.toml if present)")
     common.add_argument("--data", metavar="DIR", help="data directory (default: ./minipacs-data)")
     common.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
     listen = argparse.ArgumentParser(add_help=False)
     listen.add_argument("--aet", metavar="TITLE", help="our DICOM AE title (default: MINIPACS)")
     listen.add_argument("--dicom-port", metavar="N", type=int, help="DICOM port (default: 11112)")
-    listen.add_argument("--http-port", metavar="N", type=int, help="HTTP port (default: 8080)")
-    listen.add_argument("--hl7-port", metavar="N", type=int, help="HL7 MLLP port (default: 2575)")
+    listen.add_argument("--http-port", metavar="N", type=int, help="HTTP port (default: 8080; not used yet)")
+    listen.add_argument("--hl7-port", metavar="N", type=int, help="HL7 MLLP port (default: 2575; not used yet)")
 
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     serve = sub.add_parser("serve", parents=[common, listen], help="run the archive's listeners",
@@ -83,8 +89,10 @@ def _parser() -> argparse.ArgumentParser:
 
     imp = sub.add_parser("import", parents=[common], help="import DICOM files, folders or DICOMDIR media",
                          description="Import DICOM files, folders (recursively) and DICOMDIR media. "
-                         "Non-DICOM files are skipped and listed; exit status 1 if any file was rejected.")  # fmt: skip
-    imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+                         "Non-DICOM files are skipped and listed; exit status 1 if any file was rejected. "
+                         "Importing the same files again is harmless: they count as already stored.")  # fmt: skip
+    imp.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                     help="a DICOM file, a folder, or a DICOMDIR (e.g. /media/cdrom/DICOMDIR)")  # fmt: skip
     imp.add_argument("--no-progress", action="store_true", help="no progress bar (for scripts)")
     imp.set_defaults(func=cmd_import)
 
@@ -100,30 +108,32 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("port", metavar="PORT", nargs="?", default=0, help="DICOM port it listens on")
     add.add_argument("--description", default="", help="e.g. 'CT room 1'")
     add.set_defaults(func=cmd_ae_add)
-    lst = ae_sub.add_parser("list", parents=[common], help="list registered AEs")
+    lst = ae_sub.add_parser("list", parents=[common], help="list registered AEs",
+                            description="List the registered AEs and when each last connected.")  # fmt: skip
     lst.set_defaults(func=cmd_ae_list)
-    rm = ae_sub.add_parser("remove", parents=[common], help="remove a registered AE")
-    rm.add_argument("title", metavar="TITLE")
+    rm = ae_sub.add_parser("remove", parents=[common], help="remove a registered AE",
+                           description="Remove a registered AE (to change one: remove it, then add it again).")  # fmt: skip
+    rm.add_argument("title", metavar="TITLE", help="its AE title, as `minipacs ae list` shows it")
     rm.set_defaults(func=cmd_ae_remove)
-    ae.set_defaults(func=lambda args, settings: (ae.print_help(), 2)[1])
+    ae.set_defaults(func=None, help_parser=ae)
     return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "data": getattr(args, "data", None),
-        "log.level": getattr(args, "log_level", None),
-        "dicom.ae_title": getattr(args, "aet", None),
-        "dicom.port": getattr(args, "dicom_port", None),
-        "http.port": getattr(args, "http_port", None),
-        "hl7.port": getattr(args, "hl7_port", None),
-    }
+    """The settings given as flags (settings.FLAGS: --dicom-port is args.dicom_port)."""
+    return {key: getattr(args, flag[2:].replace("-", "_"), None) for key, flag in FLAGS.items()}
 
 
 def _open_archive(settings: Settings) -> Any:
     from archive import Archive  # imported here so --help stays fast
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot create the data directory {settings.data_dir}: {exc.strerror or exc}. "
+            "Choose another one with --data (or MINIPACS_DATA)."
+        ) from exc
     try:
         return Archive.open(
             settings.database_url,
@@ -158,6 +168,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") ->
              stats.patients, stats.studies, stats.instances, stats.size_bytes / 1e6)  # fmt: skip
     log.info("HTTP (port %d) and HL7 (port %d) listeners are not part of this version yet",
              settings["http.port"], settings["hl7.port"])  # fmt: skip
+    _warn_if_below_reserve(archive, settings)
+    if settings["dicom.calling_ae"] == "registered" and not archive.registry.list():
+        log.warning("dicom.calling_ae = \"registered\" but no AE is registered, so every "
+                    "association will be refused: register modalities with `minipacs ae add`")  # fmt: skip
+
     def started() -> None:
         if banner:
             print(banner.format(port=dicom.address[1]), flush=True)
@@ -165,14 +180,44 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") ->
     try:
         supervisor.run(on_started=started)
     except OSError as exc:
-        raise CommandError(
-            f"cannot listen on {settings['dicom.host']}:{settings['dicom.port']}: "
-            f"{exc.strerror or exc}. Is another minipacs (or another PACS) already using "
-            "the port? Choose another one with --dicom-port."
-        ) from exc
+        raise CommandError(_listen_error(settings, exc)) from exc
     finally:
         archive.close()
+    log.info("minipacs stopped")
     return 0
+
+
+def _warn_if_below_reserve(archive: Any, settings: Settings) -> None:
+    """Say so at start-up, not only in one warning per refused image."""
+    free_bytes = getattr(archive.objects, "free_bytes", None)  # filesystem stores only
+    reserve_mb = settings["storage.reserve_mb"]
+    if free_bytes is None or not reserve_mb:
+        return
+    free_mb = free_bytes() // 2**20
+    if free_mb < reserve_mb:
+        log.warning(
+            "only %d MiB free for the archive, less than storage.reserve_mb = %d: new images "
+            "will be refused (out of resources) until space is freed or storage.reserve_mb "
+            "(MINIPACS_STORAGE_RESERVE_MB) is lowered", free_mb, reserve_mb,
+        )  # fmt: skip
+
+
+def _listen_error(settings: Settings, exc: OSError) -> str:
+    """Why the DICOM port could not be opened, and what to do about it."""
+    host, port = settings["dicom.host"], settings["dicom.port"]
+    problem = f"cannot listen for DICOM on {host}:{port}: {exc.strerror or exc}."
+    if exc.errno == errno.EADDRINUSE:
+        advice = ("Is another minipacs (or another PACS) already using the port? "
+                  "Stop it, or choose another port with --dicom-port.")  # fmt: skip
+    elif exc.errno == errno.EACCES:
+        advice = ("Ports below 1024 (like 104) need root or CAP_NET_BIND_SERVICE; "
+                  "or choose a port above 1023 with --dicom-port, e.g. 11112.")  # fmt: skip
+    elif exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        advice = (f"{host} is not an address of this machine: set dicom.host "
+                  "(MINIPACS_DICOM_HOST) to one of its addresses, or to 0.0.0.0 for all of them.")  # fmt: skip
+    else:
+        advice = "Check dicom.host and dicom.port (minipacs.toml, MINIPACS_DICOM_HOST/PORT)."
+    return f"{problem} {advice}"
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -187,19 +232,27 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         archive.close()
     print("Sample studies: " + summary.lines()[0], flush=True)
+    if summary.interrupted:
+        print("minipacs: interrupted", file=sys.stderr)
+        return 130
     return cmd_serve(args, settings, banner=_connect_help(settings))
 
 
 def _connect_help(settings: Settings) -> str:
     aet = settings["dicom.ae_title"]
-    addresses = ", ".join(_local_addresses()) or "this machine's address"
+    host = settings["dicom.host"]
+    if host in ("", "0.0.0.0", "::"):
+        addresses = ", ".join(_local_addresses()) or "this machine's address"
+        target = "localhost"
+    else:  # listening on one address only: localhost may not reach it
+        addresses = target = host
     return f"""
 minipacs is running. Data: {settings.data_dir}
   DICOM: AE title {aet}, port {{port}} (addresses: {addresses})
 Point a modality or workstation at AE {aet}, port {{port}}. To try it with dcmtk:
-  echoscu  -aec {aet} localhost {{port}}
-  findscu  -aec {aet} -S -k QueryRetrieveLevel=STUDY -k PatientName="NGUYEN*" -k StudyInstanceUID -k StudyDescription localhost {{port}}
-  storescu -aec {aet} localhost {{port}} image.dcm
+  echoscu  -aec {aet} {target} {{port}}
+  findscu  -aec {aet} -S -k QueryRetrieveLevel=STUDY -k PatientName="NGUYEN*" -k StudyInstanceUID -k StudyDescription {target} {{port}}
+  storescu -aec {aet} {target} {{port}} image.dcm
 Workstations that retrieve (C-MOVE) must be registered first:
   minipacs ae add WORKSTATION 192.168.1.50 104
 Stop with Ctrl+C."""
@@ -218,13 +271,16 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 
     archive = _open_archive(settings)
     try:
-        summary = import_paths(archive, args.paths, progress=not args.no_progress)
+        summary = import_paths(archive, args.paths, progress=not args.no_progress,
+                               exclude=[settings.data_dir])  # fmt: skip
     except FileNotFoundError as exc:
-        raise CommandError(str(exc)) from exc
+        raise CommandError(f"nothing imported: {exc}") from exc
     finally:
         archive.close()
     for line in summary.lines():
         print(line)
+    if summary.interrupted:
+        return 130
     return 1 if summary.rejected else 0
 
 
@@ -235,12 +291,32 @@ def cmd_ae_add(args: argparse.Namespace, settings: Settings) -> int:
     try:
         ae = archive.registry.add(args.title, args.host, args.port, args.description)
     except ArchiveError as exc:
+        existing = archive.registry.get(args.title)
+        if existing is not None:
+            raise CommandError(
+                f"AE {existing.ae_title} is already registered ({_where(existing)}). To change it: "
+                f"minipacs ae remove {existing.ae_title}, then add it again."
+            ) from exc
         raise CommandError(exc.message) from exc
     finally:
         archive.close()
-    where = f"{ae.host}:{ae.port}" if ae.can_receive else (ae.host or "any address")
-    print(f"registered {ae.ae_title} ({where})")
+    print(f"registered {ae.ae_title}: {_where(ae)}")
+    if not ae.can_receive:
+        print("  it can send to minipacs; without a host and port it cannot be a C-MOVE destination")
     return 0
+
+
+def _where(ae: Any) -> str:
+    if ae.can_receive:
+        return f"{ae.host} port {ae.port}"
+    return f"calls from {ae.host}" if ae.host else "calls from any address"
+
+
+def _local_time(moment: datetime) -> str:
+    """The index keeps UTC (SQLite hands it back without a zone); show the machine's time."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def cmd_ae_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -254,17 +330,19 @@ def cmd_ae_list(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(f"{'AE TITLE':<16}  {'HOST':<24}  {'PORT':>5}  {'LAST SEEN':<19}  DESCRIPTION")
     for ae in entries:
-        seen = ae.last_seen_at.strftime("%Y-%m-%d %H:%M:%S") if ae.last_seen_at else "never"
+        seen = _local_time(ae.last_seen_at) if ae.last_seen_at else "never"
         print(f"{ae.ae_title:<16}  {ae.host or '(any)':<24}  {ae.port or '-':>5}  {seen:<19}  {ae.description}")
     return 0
 
 
 def cmd_ae_remove(args: argparse.Namespace, settings: Settings) -> int:
-    from archive import ArchiveError
+    from archive import ArchiveError, NotFound
 
     archive = _open_archive(settings)
     try:
         archive.registry.remove(args.title)
+    except NotFound as exc:
+        raise CommandError(f"{exc.message}; `minipacs ae list` shows the registered AEs") from exc
     except ArchiveError as exc:
         raise CommandError(exc.message) from exc
     finally:

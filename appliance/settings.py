@@ -9,6 +9,8 @@ test fails when one is missing there.
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -24,25 +26,66 @@ class SettingsError(ValueError):
     """A setting with a bad value; the message names the setting and its source."""
 
 
+def _int(value: Any, what: str) -> int:
+    """A whole number from TOML (int) or text (environment, flags); never a bool or 1.5."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"must be {what}")
+
+
 def _port(value: Any) -> int:
-    port = int(value)
+    port = _int(value, "a port number 0-65535")
     if not 0 <= port <= 65535:
         raise ValueError("must be a port number 0-65535")
     return port
 
 
 def _positive(value: Any) -> float:
-    number = float(value)
-    if number <= 0:
-        raise ValueError("must be greater than 0")
+    number = math.nan
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError("must be a number of seconds greater than 0")
     return number
 
 
 def _count(value: Any) -> int:
-    number = int(value)
+    number = _int(value, "a whole number, 0 or more")
     if number < 0:
-        raise ValueError("must be 0 or more")
+        raise ValueError("must be a whole number, 0 or more")
     return number
+
+
+def _at_least_one(value: Any) -> int:
+    number = _int(value, "a whole number, 1 or more")
+    if number < 1:
+        raise ValueError("must be a whole number, 1 or more")
+    return number
+
+
+def _text(value: Any) -> str:
+    # A TOML number or list here is a mistake (a missing pair of quotes at best).
+    if not isinstance(value, str):
+        raise ValueError("must be text (in quotes in minipacs.toml)")
+    return value.strip()
+
+
+def _directory(value: Any) -> str:
+    # An empty value would silently put the archive in the working directory.
+    text = _text(value)
+    if not text:
+        raise ValueError("must name a directory, e.g. /srv/minipacs")
+    return text
 
 
 def _bool(value: Any) -> bool:
@@ -82,26 +125,42 @@ def _level(value: Any) -> str:
 
 #: key -> (default, parser). The order is the order of minipacs.toml.
 SPEC: dict[str, tuple[Any, Callable[[Any], Any]]] = {
-    "data": ("./minipacs-data", str),
-    "database.url": ("", str),
-    "storage.url": ("", str),
+    "data": ("./minipacs-data", _directory),
+    "database.url": ("", _text),
+    "storage.url": ("", _text),
     "storage.reserve_mb": (1024, _count),
     "dicom.ae_title": ("MINIPACS", _ae_title),
-    "dicom.host": ("0.0.0.0", str),
+    "dicom.host": ("0.0.0.0", _text),
     "dicom.port": (11112, _port),
     "dicom.max_pdu": (1048576, _count),
-    "dicom.max_associations": (32, _count),
+    "dicom.max_associations": (32, _at_least_one),
     "dicom.acse_timeout": (30.0, _positive),
     "dicom.dimse_timeout": (60.0, _positive),
     "dicom.network_timeout": (300.0, _positive),
     "dicom.calling_ae": ("any", _choice("any", "registered")),
     "dicom.check_called_ae": (False, _bool),
-    "http.host": ("0.0.0.0", str),
+    "http.host": ("0.0.0.0", _text),
     "http.port": (8080, _port),
-    "hl7.host": ("0.0.0.0", str),
+    "hl7.host": ("0.0.0.0", _text),
     "hl7.port": (2575, _port),
     "log.level": ("INFO", _level),
 }
+
+
+#: The command-line flag of each key that has one (`minipacs serve --dicom-port`).
+FLAGS: dict[str, str] = {
+    "data": "--data",
+    "log.level": "--log-level",
+    "dicom.ae_title": "--aet",
+    "dicom.port": "--dicom-port",
+    "http.port": "--http-port",
+    "hl7.port": "--hl7-port",
+}
+
+#: MINIPACS_* variables that are not settings: the configuration file itself,
+#: and MINIPACS_TEST_* for the test harness (tests/run.sh).
+_OTHER_ENV = ("MINIPACS_CONFIG",)
+_RESERVED_ENV_PREFIX = "MINIPACS_TEST_"
 
 
 def env_name(key: str) -> str:
@@ -116,6 +175,8 @@ class Settings:
     #: Where each value came from ("default", "file <path>", "MINIPACS_X", "--flag").
     sources: Mapping[str, str]
     config_file: Path | None
+    #: Things the operator should know but that do not stop us (unknown MINIPACS_* variables).
+    warnings: tuple[str, ...] = ()
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -155,14 +216,14 @@ def load(
     path = _config_path(config_file, environ)
     if path is not None:
         for key, value in _read_file(path).items():
-            raw[key], sources[key] = value, f"{path}"
+            raw[key], sources[key] = value, f"file {path}"
     for key in SPEC:
         name = env_name(key)
         if name in environ:
             raw[key], sources[key] = environ[name], name
     for key, value in (overrides or {}).items():
         if value is not None:
-            raw[key], sources[key] = value, "--" + key.split(".")[-1].replace("_", "-")
+            raw[key], sources[key] = value, FLAGS.get(key, "--" + key.replace(".", "-").replace("_", "-"))
 
     values: dict[str, Any] = {}
     for key, (_, parse) in SPEC.items():
@@ -170,14 +231,29 @@ def load(
             values[key] = parse(raw[key])
         except (TypeError, ValueError) as exc:
             raise SettingsError(f"setting {key} = {raw[key]!r} (from {sources[key]}): {exc}") from None
-    return Settings(values=values, sources=sources, config_file=path)
+    return Settings(values=values, sources=sources, config_file=path,
+                    warnings=tuple(_unknown_env_warnings(environ)))  # fmt: skip
+
+
+def _unknown_env_warnings(environ: Mapping[str, str]) -> list[str]:
+    """A typo in a variable name (MINIPACS_DICOM_PROT) would otherwise be silently ignored."""
+    known = [env_name(key) for key in SPEC]
+    warnings = []
+    for name in sorted(environ):
+        if (not name.startswith("MINIPACS_") or name in known or name in _OTHER_ENV
+                or name.startswith(_RESERVED_ENV_PREFIX)):  # fmt: skip
+            continue
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"see {DOCUMENTED_DEFAULTS.name} for the settings"
+        warnings.append(f"ignoring the environment variable {name}: no such setting; {hint}")
+    return warnings
 
 
 def _config_path(config_file: str | Path | None, environ: Mapping[str, str]) -> Path | None:
     if config_file:
         path = Path(config_file)
         if not path.is_file():
-            raise SettingsError(f"configuration file {path} does not exist")
+            raise SettingsError(f"configuration file {path} (from --config) does not exist")
         return path
     if environ.get("MINIPACS_CONFIG"):
         path = Path(environ["MINIPACS_CONFIG"])

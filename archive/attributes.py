@@ -285,8 +285,8 @@ def level_attrs(ds: Dataset, tags: frozenset[int]) -> dict[str, Any]:
         element = ds[tag]
         if element.VR not in _BINARY_VRS:
             subset.add(element)
-    result: dict[str, Any] = subset.to_json_dict(suppress_invalid_tags=True)
-    return _nfc_json(result)
+    result: dict[str, Any] = _nfc_json(subset.to_json_dict(suppress_invalid_tags=True))
+    return result
 
 
 def _tags(keywords: tuple[str, ...]) -> frozenset[int]:

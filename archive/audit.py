@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, Table, insert
 
 from archive.db import Database
 from archive.models import AuditEvent
@@ -13,7 +14,8 @@ from archive.origin import Origin
 
 log = logging.getLogger(__name__)
 
-_AUDIT = AuditEvent.__table__
+# Declarative models type __table__ as a FromClause; it is a Table.
+_AUDIT = cast(Table, AuditEvent.__table__)
 
 
 def audit_row(

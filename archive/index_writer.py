@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 
 from archive.attributes import (
     TOKEN_PATIENT_NAME,
@@ -28,6 +29,7 @@ from archive.attributes import (
 from archive.audit import audit_row
 from archive.models import (
     AuditEvent,
+    Base,
     DuplicateConflict,
     Instance,
     NameToken,
@@ -39,12 +41,26 @@ from archive.models import (
 )
 from archive.origin import Origin
 
-P, S, SE, I = Patient.__table__, Study.__table__, Series.__table__, Instance.__table__
-_IDS = PatientIdentifier.__table__
+
+def _table(model: type[Base]) -> Table:
+    """A model's table (declarative models type __table__ as a plain FromClause)."""
+    return cast(Table, model.__table__)
+
+
+P, S, SE, I = _table(Patient), _table(Study), _table(Series), _table(Instance)
+_IDS = _table(PatientIdentifier)
 
 _FIND_INSTANCE = select(I.c.sha256, I.c.storage_key).where(I.c.sop_instance_uid == bindparam("uid"))
+_C = _table(DuplicateConflict)
+_FIND_CONFLICT = select(_C.c.pk).where(
+    _C.c.sop_instance_uid == bindparam("uid"), _C.c.sha256 == bindparam("sha")
+)
 _FIND_PATIENT = select(P.c.pk).where(P.c.patient_key == bindparam("key"))
-_FIND_STUDY = select(S.c.pk, S.c.patient_pk).where(S.c.study_instance_uid == bindparam("uid"))
+_FIND_STUDY = (
+    select(S.c.pk, P.c.patient_key)
+    .join_from(S, P, S.c.patient_pk == P.c.pk)
+    .where(S.c.study_instance_uid == bindparam("uid"))
+)
 _FIND_SERIES = select(SE.c.pk, SE.c.study_pk).where(SE.c.series_instance_uid == bindparam("uid"))
 _KNOWN_IDS = select(_IDS.c.value).where(_IDS.c.patient_pk == bindparam("pk"))
 _MODALITIES = select(S.c.modalities_in_study).where(S.c.pk == bindparam("pk"))
@@ -53,10 +69,10 @@ _INSERT_STUDY = insert(S).returning(S.c.pk)
 _INSERT_SERIES = insert(SE).returning(SE.c.pk)
 _INSERT_INSTANCE = insert(I)
 _INSERT_IDS = insert(_IDS)
-_INSERT_TOKENS = insert(NameToken.__table__)
-_INSERT_REQUESTS = insert(SeriesRequest.__table__)
-_INSERT_AUDIT = insert(AuditEvent.__table__)
-_INSERT_CONFLICT = insert(DuplicateConflict.__table__)
+_INSERT_TOKENS = insert(_table(NameToken))
+_INSERT_REQUESTS = insert(_table(SeriesRequest))
+_INSERT_AUDIT = insert(_table(AuditEvent))
+_INSERT_CONFLICT = insert(_table(DuplicateConflict))
 _COUNT_SERIES = (
     update(SE).where(SE.c.pk == bindparam("b_pk")).values(num_instances=SE.c.num_instances + 1)
 )
@@ -96,6 +112,11 @@ def find_existing(conn: Connection, sop_instance_uid: str) -> Existing | None:
     return Existing(row.sha256, row.storage_key) if row else None
 
 
+def conflict_known(conn: Connection, sop_instance_uid: str, sha256: str) -> bool:
+    """True when this exact differing copy was already set aside once."""
+    return conn.execute(_FIND_CONFLICT, {"uid": sop_instance_uid, "sha": sha256}).first() is not None
+
+
 def add_instance(
     conn: Connection, record: IndexRecord, stored: StoredInstance, origin: Origin, now: datetime
 ) -> list[str]:
@@ -105,9 +126,8 @@ def add_instance(
     for this SOP Instance UID.
     """
     warnings: list[str] = []
-    patient_pk = _patient(conn, record.patient, now)
-    study_pk, study_patient_pk, new_study = _study(conn, record.study, patient_pk, now)
-    if study_patient_pk != patient_pk:
+    study_pk, new_study, own_patient = _study(conn, record.study, record.patient, now)
+    if not own_patient:
         warnings.append(
             f"study {record.study.study_instance_uid} is already filed under another patient "
             "ID; the instance was filed with that study"
@@ -140,7 +160,7 @@ def add_instance(
         "attrs": inst.attrs,
     })  # fmt: skip
     conn.execute(_COUNT_SERIES, {"b_pk": series_pk})
-    modalities = conn.execute(_MODALITIES, {"pk": series_study_pk}).scalar_one()
+    modalities: str = conn.execute(_MODALITIES, {"pk": series_study_pk}).scalar_one()
     if new_series and record.series.modality:
         listed = {m for m in modalities.split("\\") if m} | {record.series.modality}
         modalities = "\\".join(sorted(listed))
@@ -202,12 +222,22 @@ def _patient(conn: Connection, rec: PatientRecord, now: datetime) -> int:
 
 
 def _study(
-    conn: Connection, rec: StudyRecord, patient_pk: int, now: datetime
-) -> tuple[int, int, bool]:
+    conn: Connection, rec: StudyRecord, patient: PatientRecord, now: datetime
+) -> tuple[int, bool, bool]:
+    """Return (study pk, whether it is new, whether it belongs to the instance's patient).
+
+    The patient is only looked up or created for a new study or one already
+    filed under the same patient: an instance that names another patient for
+    a known study must not leave behind a patient row with no studies.
+    """
     row = conn.execute(_FIND_STUDY, {"uid": rec.study_instance_uid}).first()
     if row is not None:
-        return int(row.pk), int(row.patient_pk), False
-    pk = conn.execute(_INSERT_STUDY, {
+        if row.patient_key != patient.patient_key:
+            return int(row.pk), False, False
+        _patient(conn, patient, now)  # records Other Patient IDs first seen now
+        return int(row.pk), False, True
+    patient_pk = _patient(conn, patient, now)
+    pk: int = conn.execute(_INSERT_STUDY, {
         "study_instance_uid": rec.study_instance_uid,
         "patient_pk": patient_pk,
         "study_date": rec.study_date,
@@ -226,7 +256,7 @@ def _study(
         "updated_at": now,
     }).scalar_one()  # fmt: skip
     _tokens(conn, TOKEN_REFERRING_PHYSICIAN, pk, rec.referring_tokens)
-    return int(pk), patient_pk, True
+    return int(pk), True, True
 
 
 def _series(
@@ -235,7 +265,7 @@ def _series(
     row = conn.execute(_FIND_SERIES, {"uid": rec.series_instance_uid}).first()
     if row is not None:
         return int(row.pk), int(row.study_pk), False
-    pk = conn.execute(_INSERT_SERIES, {
+    pk: int = conn.execute(_INSERT_SERIES, {
         "series_instance_uid": rec.series_instance_uid,
         "study_pk": study_pk,
         "modality": rec.modality,

@@ -40,6 +40,7 @@ from archive.index_writer import (
     StoredInstance,
     add_conflict,
     add_instance,
+    conflict_known,
     find_existing,
 )
 from archive.origin import Origin
@@ -140,6 +141,11 @@ class IngestService:
             if sha == existing.sha256:
                 log.debug("%s: already stored with the same content", uids.sop_instance)
                 return result(StoreStatus.ALREADY_STORED, 0)
+            if self._conflict_known(uids.sop_instance, sha):
+                # A modality resending the same differing copy must not fill the disk.
+                log.warning("%s from %s: the same differing copy was already set aside",
+                            uids.sop_instance, origin)  # fmt: skip
+                return result(StoreStatus.CONFLICT, 0)
             stored = self._put(uids, parsed, meta, stream)
             self._keep_conflict(uids.sop_instance, stored, origin)
             return result(StoreStatus.CONFLICT, stored.size)
@@ -167,6 +173,13 @@ class IngestService:
             log.warning("%s from %s: %s", uids.sop_instance, origin, warning)
         log.debug("indexed %s in %.1f ms", uids.sop_instance, (time.perf_counter() - started) * 1000)
         return result(StoreStatus.STORED, stored.size, warnings)
+
+    def _conflict_known(self, sop_instance_uid: str, sha256: str) -> bool:
+        try:
+            with self._db.read() as conn:
+                return conflict_known(conn, sop_instance_uid, sha256)
+        except SQLAlchemyError as exc:
+            raise _index_error(exc) from exc
 
     def _lookup(self, sop_instance_uid: str) -> Existing | None:
         try:

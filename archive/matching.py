@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Protocol
 
 from pydicom.dataelem import DataElement
@@ -162,20 +163,32 @@ def _date_condition(value: str, keyword: str) -> Condition:
     if "-" in value:
         low, _, high = value.partition("-")
         for part in (low, high):
-            if part and not _DATE_RE.match(part):
+            if part and not _is_date(part):
                 raise InvalidQuery(f"{keyword}: {value!r} is not a date range (YYYYMMDD-YYYYMMDD)")
         if not low and not high:
             return UNIVERSAL
         return Range(low, high)
-    if not _DATE_RE.match(value):
+    if not _is_date(value):
         raise InvalidQuery(f"{keyword}: {value!r} is not a date (YYYYMMDD)")
     return Exact(value)
 
 
+def _is_date(value: str) -> bool:
+    """YYYYMMDD naming a day that exists: 20261320 would silently match nothing."""
+    if not _DATE_RE.fullmatch(value):
+        return False
+    try:
+        date(int(value[:4]), int(value[4:6]), int(value[6:]))
+    except ValueError:
+        return False
+    return True
+
+
 def _time_bounds(value: str, keyword: str) -> tuple[str, str]:
     """The first and last instant a (possibly partial) TM value stands for."""
-    match = _TIME_RE.match(value)
-    if not match:
+    match = _TIME_RE.fullmatch(value)
+    # PS3.5 6.2 TM: HH 00-23, MM 00-59, SS 00-60 (60 for a leap second).
+    if not match or int(match[1]) > 23 or int(match[2] or 0) > 59 or int(match[3] or 0) > 60:
         raise InvalidQuery(f"{keyword}: {value!r} is not a time (HHMMSS.FFFFFF)")
     hh, mm, ss, frac = match.groups()
     low = f"{hh}{mm or '00'}{ss or '00'}.{(frac or '').ljust(6, '0')}"
@@ -295,10 +308,22 @@ class IntegerTarget:
 
     def clause(self, condition: Condition) -> ColumnElement[bool]:
         if isinstance(condition, Exact):
-            return self.column == int(float(condition.value))
+            return self.column == _integer(condition.value)
         if isinstance(condition, AnyOf):
-            return self.column.in_([int(float(v)) for v in condition.values])
+            return self.column.in_([_integer(v) for v in condition.values])
         return _unsupported(condition)
+
+
+def _integer(value: str) -> int:
+    """A query value for an integer column; the key may have come with another VR than IS."""
+    try:
+        number = int(float(value))
+    except (ValueError, OverflowError):
+        raise InvalidQuery(f"{value!r} is not a number") from None
+    # The index stores 64-bit integers; SQLite refuses to bind anything larger.
+    if not -(2**63) <= number < 2**63:
+        raise InvalidQuery(f"{value!r} is out of range")
+    return number
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,15 @@ memory, which is why this walk is written here.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from pydicom import dcmread
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset, read_preamble
 from pydicom.tag import BaseTag
@@ -73,8 +76,13 @@ def parse(stream: BinaryIO) -> ParsedObject:
         raise InvalidInstance(f"cannot parse the dataset: {_describe(exc)}") from exc
     if len(header) == 0:
         raise InvalidInstance("the dataset is empty")
-    if transfer_syntax != DeflatedExplicitVRLittleEndian:
-        stream.seek(offset)
+    stream.seek(offset)
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        # pydicom has inflated the whole dataset into memory already; the
+        # inflated bytes can be as truncated as any other dataset.
+        inflated = _inflate(stream)
+        _check_complete(io.BytesIO(inflated), len(inflated), ExplicitVRLittleEndian)
+    else:
         _check_complete(stream, total, transfer_syntax)
     stream.seek(0)
     return ParsedObject(header, transfer_syntax, offset, total)
@@ -164,6 +172,18 @@ def _guess_transfer_syntax(header: Dataset) -> UID:
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
+def _inflate(stream: BinaryIO) -> bytes:
+    """The raw-deflated rest of `stream` (PS3.5 A.5), refusing a truncated deflate stream."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(stream.read()) + inflater.flush()
+    except zlib.error as exc:
+        raise InvalidInstance(f"cannot inflate the dataset: {exc}") from exc
+    if not inflater.eof:
+        raise InvalidInstance("the deflated dataset is truncated")
+    return data
+
+
 def _check_complete(stream: BinaryIO, end: int, transfer_syntax: UID) -> None:
     if not transfer_syntax.is_transfer_syntax:
         raise InvalidInstance(f"unknown transfer syntax {transfer_syntax}")
@@ -217,30 +237,56 @@ class _Walker:
                 if vr not in (None, b"SQ", b"OB", b"OW", b"UN"):
                     raise InvalidInstance(f"undefined length on VR {vr!r}")
                 # UN of undefined length holds implicit VR little endian data (PS3.5 6.2.2).
-                self.items(depth + 1, implicit=implicit or vr == b"UN")
+                fragments = vr in (b"OB", b"OW") or group == 0x7FE0  # pixel data, even as UN
+                self.items(depth + 1, implicit=implicit or vr == b"UN", fragments=fragments)
+            elif vr == b"SQ" or (vr is None and _is_sequence(tag)):
+                # Defined-length sequences are walked too: their items must fit
+                # and their nesting counts against _MAX_DEPTH.
+                self.items(depth + 1, implicit, fragments=False, end=self.stream.tell() + length)
             else:
                 self._skip(length)
         if self.stream.tell() != end:
             raise InvalidInstance("an element runs past the end of its container")
 
-    def items(self, depth: int, implicit: bool) -> None:
-        """Walk the items of an undefined-length sequence or encapsulated pixel data."""
-        while True:
+    def items(self, depth: int, implicit: bool, fragments: bool, end: int = _UNDEFINED) -> None:
+        """Walk the items of a sequence or of encapsulated pixel data (`fragments`).
+
+        `end` is where a defined-length sequence ends; an undefined-length one
+        ends at its Sequence Delimitation Item.
+        """
+        if depth > _MAX_DEPTH:
+            raise InvalidInstance("sequences are nested too deeply")
+        while end == _UNDEFINED or self.stream.tell() < end:
             tag, length = self._tag()
-            if tag == _SEQUENCE_DELIMITER:
+            if tag == _SEQUENCE_DELIMITER and end == _UNDEFINED:
                 return
             if tag != _ITEM:
                 raise InvalidInstance(f"expected an item, found tag {tag:08X}")
             if length == _UNDEFINED:
                 self.elements(_UNDEFINED, depth, implicit)
-            else:
+            elif fragments:
                 self._skip(length)
+            else:
+                item_end = self.stream.tell() + length
+                if item_end > self.end:
+                    raise InvalidInstance("the dataset is truncated")
+                self.elements(item_end, depth, implicit)
+        if self.stream.tell() != end:
+            raise InvalidInstance("an item runs past the end of its sequence")
 
     def _skip(self, length: int) -> None:
         target = self.stream.tell() + length
         if target > self.end:
             raise InvalidInstance("the dataset is truncated")
         self.stream.seek(target)
+
+
+def _is_sequence(tag: int) -> bool:
+    """True when the dictionary says `tag` is a sequence (implicit VR carries no VR)."""
+    try:
+        return bool(dictionary_VR(tag) == "SQ")
+    except KeyError:
+        return False  # private or unknown: its value is skipped unread
 
 
 def _describe(exc: BaseException) -> str:

@@ -25,7 +25,9 @@ from archive import attributes
 from archive.db import Database
 from archive.errors import InvalidQuery
 from archive.matching import (
+    AnyOf,
     Condition,
+    Exact,
     ExistsTarget,
     IntegerTarget,
     PersonNameTarget,
@@ -241,10 +243,12 @@ def query_from_identifier(identifier: Dataset, patient_root: bool) -> Query:
 def require_unique_key(query: Query) -> None:
     """A retrieve must name what it wants (PS3.4 C.4.2.2.1): never 'everything'."""
     tag = UNIQUE_KEYS[query.level]
-    if tag not in query.conditions:
+    # A single value or a list of values: a wildcard (PatientID "BN*") would
+    # retrieve every match, which is a query, not a retrieve (PS3.4 C.4.2.2.1).
+    if not isinstance(query.conditions.get(tag), (Exact, AnyOf)):
         raise InvalidQuery(
             f"a {query.level.name} level retrieve needs {keyword_for_tag(tag)} "
-            f"({Tag(tag)}) with a value"
+            f"({Tag(tag)}) with a value, or a list of values, without wildcards"
         )
 
 

@@ -11,15 +11,17 @@ import re
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Row, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from archive.db import Database
 from archive.errors import InvalidArgument, NotFound
 from archive.models import ApplicationEntity
 
-_AE = ApplicationEntity.__table__
+# Declarative models type __table__ as a FromClause; it is a Table.
+_AE = cast(Table, ApplicationEntity.__table__)
 # PS3.5 6.2: AE is at most 16 characters of the default repertoire, no
 # backslash, no control characters; leading/trailing spaces are not significant.
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
@@ -114,7 +116,7 @@ class AERegistry:
                 select(_AE.c.ae_title, _AE.c.host, _AE.c.port, _AE.c.description,
                        _AE.c.last_seen_at).order_by(_AE.c.ae_title)
             )  # fmt: skip
-            return [RemoteAE(*row) for row in rows]
+            return [_remote(row) for row in rows]
 
     def get(self, ae_title: str) -> RemoteAE | None:
         title = ae_title.strip()
@@ -123,7 +125,7 @@ class AERegistry:
                 select(_AE.c.ae_title, _AE.c.host, _AE.c.port, _AE.c.description,
                        _AE.c.last_seen_at).where(_AE.c.ae_title == title)
             ).first()  # fmt: skip
-        return RemoteAE(*row) if row else None
+        return _remote(row) if row else None
 
     def seen(self, ae_title: str) -> None:
         """Note that `ae_title` just associated (shown to the administrator)."""
@@ -141,6 +143,14 @@ class AERegistry:
         if ae.host and address not in _addresses(ae.host):
             return False, f"calling AE {ae.ae_title} is registered for host {ae.host}, not {address}"
         return True, ""
+
+
+def _remote(row: Row[Any]) -> RemoteAE:
+    last_seen: datetime | None = row.last_seen_at
+    # SQLite hands DateTime(timezone=True) back without its zone; the value is UTC.
+    if last_seen is not None and last_seen.tzinfo is None:
+        last_seen = last_seen.replace(tzinfo=UTC)
+    return RemoteAE(row.ae_title, row.host, int(row.port), row.description, last_seen)
 
 
 def _addresses(host: str) -> set[str]:

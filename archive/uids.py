@@ -13,6 +13,7 @@ import re
 # older modalities break that rule, and refusing their images would lose
 # studies, so that one rule is not enforced. Nothing but digits and single dots
 # is ever accepted, which is what keeps keys safe.
+# fullmatch, not match: '$' also matches before a trailing newline.
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 MAX_UID_LENGTH = 64
@@ -23,7 +24,7 @@ def is_valid_uid(value: object) -> bool:
     return (
         isinstance(value, str)
         and 0 < len(value) <= MAX_UID_LENGTH
-        and _UID_RE.match(value) is not None
+        and _UID_RE.fullmatch(value) is not None
     )
 
 
@@ -35,6 +36,6 @@ def uid_problem(value: object) -> str | None:
         return "is not a single text value"
     if len(value) > MAX_UID_LENGTH:
         return f"is {len(value)} characters long (at most {MAX_UID_LENGTH})"
-    if _UID_RE.match(value) is None:
+    if _UID_RE.fullmatch(value) is None:
         return f"{value!r} is not a valid UID (digits and dots only, PS3.5 9.1)"
     return None

@@ -67,15 +67,21 @@ class AssociationLog:
     def on_requested(self, event: Event) -> None:
         """EVT_REQUESTED: reject unknown callers before negotiation when registered-only."""
         origin = self.origin(event.assoc)
-        called = str(event.assoc.requestor.primitive.called_ae_title).strip()
         if not self.registered_only:
             return
+        primitive = event.assoc.requestor.primitive
+        called = str(primitive.called_ae_title).strip() if primitive is not None else ""
         allowed, reason = self._registry.is_allowed(origin.actor, origin.address)
         if not allowed:
             log.warning("association %s from %s to %s rejected: %s", origin.session, origin,
                         called, reason)  # fmt: skip
             # Rejected permanent, by the service user, calling AE title not recognised.
             event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+            # As pynetdicom does after its own rejections: wait until the DUL has
+            # sent the A-ASSOCIATE-RJ and the peer has closed. Without this the
+            # socket is shut as soon as this handler returns, the reject is
+            # never sent, and the peer only sees the connection drop.
+            event.assoc.kill()
 
     def on_accepted(self, event: Event) -> None:
         origin = self.origin(event.assoc)

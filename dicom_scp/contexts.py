@@ -11,7 +11,16 @@ from pynetdicom.presentation import PresentationContext
 #: Everything is stored as received, so every standard transfer syntax is
 #: accepted: uncompressed, deflate, JPEG (baseline, extended, lossless,
 #: lossless SV1), JPEG-LS, JPEG 2000, HTJ2K, RLE and the video syntaxes.
-STORAGE_TRANSFER_SYNTAXES: list[UID] = [UID(ts) for ts in AllTransferSyntaxes]
+#: The order is our preference when a peer proposes several syntaxes in one
+#: context (pynetdicom accepts the first of ours the peer proposed): Explicit
+#: VR Little Endian first and Implicit VR last, so a modality offering both
+#: keeps the value representations, and a C-GET requestor receives objects
+#: stored explicit as they are.
+STORAGE_TRANSFER_SYNTAXES: list[UID] = [
+    ExplicitVRLittleEndian,
+    *(UID(ts) for ts in AllTransferSyntaxes if ts not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)),
+    ImplicitVRLittleEndian,
+]
 
 #: Query/retrieve and verification need only the uncompressed syntaxes.
 PLAIN_TRANSFER_SYNTAXES: list[UID] = [
@@ -21,7 +30,21 @@ PLAIN_TRANSFER_SYNTAXES: list[UID] = [
     UID("1.2.840.10008.1.2.1.99"),  # Deflated Explicit VR Little Endian
 ]
 
-STORAGE_SOP_CLASSES: list[UID] = [UID(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+STORAGE_SOP_CLASSES: list[UID] = [
+    UID(cx.abstract_syntax) for cx in AllStoragePresentationContexts if cx.abstract_syntax
+]
+
+VERIFICATION = UID("1.2.840.10008.1.1")
+#: Query/Retrieve information models (PS3.4 C.6): Patient Root and Study Root.
+PATIENT_ROOT_FIND = UID("1.2.840.10008.5.1.4.1.2.1.1")
+PATIENT_ROOT_MOVE = UID("1.2.840.10008.5.1.4.1.2.1.2")
+PATIENT_ROOT_GET = UID("1.2.840.10008.5.1.4.1.2.1.3")
+STUDY_ROOT_FIND = UID("1.2.840.10008.5.1.4.1.2.2.1")
+STUDY_ROOT_MOVE = UID("1.2.840.10008.5.1.4.1.2.2.2")
+STUDY_ROOT_GET = UID("1.2.840.10008.5.1.4.1.2.2.3")
+PATIENT_ROOT = {PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, PATIENT_ROOT_GET}
+QUERY_RETRIEVE = [PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, PATIENT_ROOT_GET,
+                  STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET]  # fmt: skip
 
 # pynetdicom proposes at most 128 presentation contexts on one association.
 MAX_PROPOSED_CONTEXTS = 128

@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
+from pynetdicom import build_context
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 from archive import (
@@ -27,15 +29,10 @@ from archive import (
 )
 from dicom_scp import status
 from dicom_scp.associations import AssociationLog
-from dicom_scp.contexts import contexts_for_sending
+from dicom_scp.contexts import PATIENT_ROOT, VERIFICATION, contexts_for_sending
 
 log = logging.getLogger(__name__)
 
-PATIENT_ROOT = {
-    "1.2.840.10008.5.1.4.1.2.1.1",  # FIND
-    "1.2.840.10008.5.1.4.1.2.1.2",  # MOVE
-    "1.2.840.10008.5.1.4.1.2.1.3",  # GET
-}
 
 
 def handle_echo(event: Event) -> int:
@@ -47,7 +44,7 @@ def handle_store(event: Event, archive: Archive, associations: AssociationLog) -
     """C-STORE (PS3.4 B.2): hand the spooled instance to the archive, answer only once durable."""
     origin = associations.origin(event.assoc)
     started = time.perf_counter()
-    request = event.request
+    request = cast(C_STORE, event.request)
     expected = Expected(
         sop_class_uid=str(event.context.abstract_syntax),
         sop_instance_uid=str(request.AffectedSOPInstanceUID or "") or None,
@@ -108,6 +105,11 @@ def handle_find(
         log.warning("C-FIND from %s failed: %s", origin, exc.message)
         yield status.with_comment(exc.dimse_status, exc.message), None
         return
+    except Exception:
+        # Answer with our status rather than pynetdicom's 0xC311 for a handler error.
+        log.exception("C-FIND from %s failed", origin)
+        yield status.with_comment(status.UNABLE_TO_PROCESS, "internal error"), None
+        return
     finally:
         keys = ", ".join(sorted(_keyword(t) for t in query.conditions)) or "everything"
         archive.audit.record(origin, "QUERY", query.level.name, "", f"{matches} matches", keys)
@@ -133,7 +135,9 @@ def handle_move(
     if isinstance(refs, Dataset):
         # pynetdicom only sends a failure status after connecting to the
         # destination, which is registered, so this costs one short association.
-        yield destination.host, destination.port
+        # It needs a context to propose: without one pynetdicom cannot associate
+        # and answers 0xC515 with a traceback instead of our status.
+        yield destination.host, destination.port, {"contexts": [build_context(VERIFICATION)]}
         yield 1
         yield refs, None
         return

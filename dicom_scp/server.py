@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pynetdicom import AE, _config, evt
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-)
+from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
 from archive import Archive
@@ -25,20 +19,13 @@ from dicom_scp import handlers
 from dicom_scp.associations import AssociationLog
 from dicom_scp.contexts import (
     PLAIN_TRANSFER_SYNTAXES,
+    QUERY_RETRIEVE,
     STORAGE_SOP_CLASSES,
     STORAGE_TRANSFER_SYNTAXES,
+    VERIFICATION,
 )
 
 log = logging.getLogger(__name__)
-
-_QUERY_RETRIEVE = [
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelMove,
-    PatientRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelGet,
-]
 
 
 @dataclass(frozen=True)
@@ -88,7 +75,7 @@ class DicomService:
     def start(self) -> None:
         _configure_pynetdicom(self.config.spool_dir)
         ae = self._build_ae()
-        handlers_ = [
+        handlers_: list[Any] = [
             (evt.EVT_C_ECHO, handlers.handle_echo),
             (evt.EVT_C_STORE, handlers.handle_store, [self.archive, self.associations]),
             (evt.EVT_C_FIND, handlers.handle_find,
@@ -99,6 +86,7 @@ class DicomService:
             (evt.EVT_ACCEPTED, self.associations.on_accepted),
             (evt.EVT_RELEASED, self.associations.on_ended),
             (evt.EVT_ABORTED, self.associations.on_ended),
+            (evt.EVT_CONN_CLOSE, _discard_partial_dataset),
         ]  # fmt: skip
         self._server = ae.start_server(
             (self.config.host, self.config.port), block=False, evt_handlers=handlers_
@@ -121,8 +109,8 @@ class DicomService:
         ae.dimse_timeout = cfg.dimse_timeout
         ae.network_timeout = cfg.network_timeout
         ae.require_called_aet = cfg.check_called_ae
-        ae.add_supported_context(Verification, PLAIN_TRANSFER_SYNTAXES)
-        for sop_class in _QUERY_RETRIEVE:
+        ae.add_supported_context(VERIFICATION, PLAIN_TRANSFER_SYNTAXES)
+        for sop_class in QUERY_RETRIEVE:
             ae.add_supported_context(sop_class, PLAIN_TRANSFER_SYNTAXES)
         for sop_class in STORAGE_SOP_CLASSES:
             # SCP role accepted too, so a C-GET requestor can receive on its association.
@@ -137,8 +125,41 @@ def _configure_pynetdicom(spool_dir: Path) -> None:
     # Never log query identifiers: they contain patient names.
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
+    # A malformed UID in a request's command set (over 64 characters, say) is
+    # the archive's to refuse, with a status and a reason (archive.uids):
+    # pynetdicom's own check would drop the association with a traceback and
+    # no answer at all.
+    _config.VALIDATORS["UI"] = _any_uid
     # pynetdicom spools into tempfile's directory; keep it on the archive's
     # disk (not a RAM-backed /tmp) and empty it of leftovers of a crash.
     shutil.rmtree(spool_dir, ignore_errors=True)
     spool_dir.mkdir(parents=True, exist_ok=True)
     tempfile.tempdir = str(spool_dir)
+
+
+def _discard_partial_dataset(event: Event) -> None:
+    """EVT_CONN_CLOSE: remove the spool file of a C-STORE dataset that never finished.
+
+    pynetdicom deletes a spooled dataset after the C-STORE handler ran, but a
+    dataset cut off by an abort or a dropped connection is never handed to a
+    handler, and its file would stay in the spool until the next restart. A
+    complete message is detached from `dimse.message` before it is handled,
+    so what is left there at close is only ever a partial one.
+    """
+    message = getattr(event.assoc.dimse, "message", None)
+    spool = getattr(message, "_data_set_file", None)
+    if spool is None:
+        return
+    try:
+        spool.close()
+        os.unlink(spool.name)
+    except OSError as exc:
+        log.warning("could not remove the partial dataset %s: %s", spool.name, exc)
+        return
+    log.info("removed the partial dataset of an interrupted C-STORE from %s",
+             event.assoc.requestor.address)  # fmt: skip
+
+
+def _any_uid(value: object) -> tuple[bool, str]:
+    """pynetdicom UID validator that lets every value through to the handlers."""
+    return True, ""

@@ -34,6 +34,12 @@ def open_store(url: str, reserve_bytes: int = 0) -> ObjectStore:
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         path = unquote(parsed.path) if parsed.scheme == "file" else url
+        if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+            # file://data/objects means host "data", path /objects: not what was meant.
+            raise ValueError(
+                f"storage URL {url!r} names host {parsed.netloc!r}; "
+                "use file:///absolute/path or a plain path"
+            )
         if not path:
             raise ValueError(f"storage URL {url!r} names no directory")
         return FilesystemStore(Path(path), reserve_bytes=reserve_bytes)

@@ -16,6 +16,8 @@ from typing import BinaryIO, Protocol
 # start with a dot, which rules out '.', '..' and hidden temporary files.
 _KEY_RE = re.compile(r"^[0-9A-Za-z_-][0-9A-Za-z._-]*(/[0-9A-Za-z_-][0-9A-Za-z._-]*)*$")
 MAX_KEY_LENGTH = 512
+# Longest file name most filesystems allow (NAME_MAX): a longer segment could not be stored.
+MAX_SEGMENT_LENGTH = 255
 
 
 class StorageError(Exception):
@@ -78,7 +80,8 @@ def check_key(key: str) -> str:
     if (
         not isinstance(key, str)
         or len(key) > MAX_KEY_LENGTH
-        or _KEY_RE.match(key) is None
+        or _KEY_RE.fullmatch(key) is None  # '$' alone would let a trailing newline in
+        or max(len(segment) for segment in key.split("/")) > MAX_SEGMENT_LENGTH
     ):
         raise InvalidKeyError(f"unsafe object key {key!r}")
     return key

@@ -20,6 +20,8 @@ from storage.base import PutResult, Readable, StorageError, StorageFullError, ch
 
 CHUNK_SIZE = 1024 * 1024
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+# link() failing for these means the filesystem has no hard links (FAT, some network mounts).
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
 
 
 class FilesystemStore:
@@ -58,7 +60,11 @@ class FilesystemStore:
                     size += len(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            os.rename(tmp, path)
+            try:
+                _publish(tmp, path)
+            except FileExistsError:
+                # Another writer took the key between the check above and now.
+                raise StorageError(f"object {key!r} already exists; keys are never reused") from None
             _fsync_dir(path.parent)
         except OSError as exc:
             _remove_quietly(tmp)
@@ -115,6 +121,26 @@ class FilesystemStore:
             except FileExistsError:  # another writer made it first
                 pass
             _fsync_dir(d.parent)
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Give the finished temporary file its key's name, never replacing an existing object.
+
+    rename() silently replaces; link() refuses with FileExistsError, so two
+    writers racing for one key cannot overwrite each other.
+    """
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "object exists", str(path)) from None
+        os.rename(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def _fsync_dir(directory: Path) -> None:
