@@ -1,0 +1,149 @@
+"""Shared by the benchmarks: paths, ports, processes, memory, the disk probe, statistics."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"  # git-ignored
+PYTHON = ROOT / ".venv" / "bin" / "python"
+MiB = 2**20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_folder(name: str) -> Path:
+    """A fresh folder under bench/out/runs for one benchmark invocation.
+
+    It lives under the repository, not /tmp: /tmp is often tmpfs or another
+    disk, and ingest figures only mean something on the archive's own disk.
+    """
+    folder = OUT / "runs" / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    folder.mkdir(parents=True, exist_ok=False)
+    if os.stat(folder).st_dev != os.stat(ROOT).st_dev:
+        print(f"warning: {folder} is not on the repository's filesystem", flush=True)
+    return folder
+
+
+def describe_disk(folder: Path) -> str:
+    """One line naming the filesystem `folder` is on and its free space."""
+    usage = shutil.disk_usage(folder)
+    device = mount = fstype = "?"
+    best = ""
+    for part in psutil.disk_partitions(all=True):
+        if str(folder.resolve()).startswith(part.mountpoint) and len(part.mountpoint) > len(best):
+            best, device, mount, fstype = part.mountpoint, part.device, part.mountpoint, part.fstype
+    return (f"{folder} on {device} ({fstype}, mounted on {mount}), "
+            f"{usage.free / 2**30:.0f} GiB free of {usage.total / 2**30:.0f} GiB")  # fmt: skip
+
+
+def disk_probe(folder: Path, files: int = 50, size: int = 512 * 1024) -> float:
+    """Write `files` files of `size` bytes, each fsynced before the next: files per second.
+
+    The same probe every time, so runs on different days (or hours: this
+    machine's fsync speed drifts) can be put side by side.
+    """
+    probe = folder / "disk-probe"
+    probe.mkdir(parents=True, exist_ok=True)
+    payload = os.urandom(size)
+    os.sync()
+    started = time.perf_counter()
+    for i in range(files):
+        fd = os.open(probe / f"{i}.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, payload)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    elapsed = time.perf_counter() - started
+    shutil.rmtree(probe)
+    return files / elapsed
+
+
+class RssMonitor:
+    """Samples a process's resident set size every `interval` seconds in a thread.
+
+    ``peak`` is the larger of the sampled maximum and the kernel's high-water
+    mark (VmHWM), which also catches spikes between samples.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.sampled = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            process = psutil.Process(self.pid)
+            while not self._stop.is_set():
+                self.sampled = max(self.sampled, process.memory_info().rss)
+                self._stop.wait(self.interval)
+        except psutil.Error:
+            pass
+
+    @property
+    def peak(self) -> int:
+        return max(self.sampled, vm_hwm(self.pid))
+
+
+def vm_hwm(pid: int) -> int:
+    """Peak resident set size of a live process, from /proc (0 if unavailable)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def rss(pid: int) -> int:
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (0-100), nearest-rank, of a non-empty sequence."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))  # ceil without floats drifting
+    return ordered[int(rank) - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)

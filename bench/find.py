@@ -1,0 +1,271 @@
+"""C-FIND latency at study level over a populated index (default 100,000 instances).
+
+Fills a fresh index with bench/populate.py (or reuses bench/out/find-index-N
+with --reuse), starts `minipacs serve` on it and asks study-level C-FINDs as a
+workstation would, one association per query type, each query with another
+value taken from the index: Patient ID, patient name prefix (NGUYEN^V*,
+TRAN*), a one-week and a one-month StudyDate range.
+
+    bench/find [--instances 100000] [--reuse] [--queries 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import socket
+import sqlite3
+import sys
+import time
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pynetdicom import AE
+
+import populate
+from archive.text import name_tokens
+from common import MiB, OUT, RssMonitor, describe_disk, median, percentile, run_folder
+from servers import Server, start_minipacs
+
+FIND = UID("1.2.840.10008.5.1.4.1.2.2.1")  # Study Root Query/Retrieve Information Model - FIND
+#: What a workstation's study list asks for.
+RETURN_KEYS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
+               "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "StudyDescription",
+               "ReferringPhysicianName", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
+               "NumberOfStudyRelatedInstances")  # fmt: skip
+
+
+@dataclass
+class QueryType:
+    name: str
+    key: str  # the matching key
+    target_ms: float  # the issue's p95 target
+    values: Callable[[Values, random.Random], str]
+
+
+@dataclass
+class Result:
+    query: QueryType
+    latencies: list[float] = field(default_factory=list)  # seconds
+    matches: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+class Values:
+    """Query values drawn from what the index holds, so queries hit real patients and dates."""
+
+    def __init__(self, index: Path) -> None:
+        with closing(sqlite3.connect(f"file:{index}?mode=ro", uri=True)) as conn:
+            self.patient_ids = [r[0] for r in conn.execute("SELECT patient_id FROM patient ORDER BY pk")]
+            self.names = [name_tokens(r[0]) for r in conn.execute("SELECT patient_name FROM patient ORDER BY pk")]
+            low, high = conn.execute(
+                "SELECT min(study_date), max(study_date) FROM study WHERE study_date != ''"
+            ).fetchone()
+        self.first_day = date(int(low[:4]), int(low[4:6]), int(low[6:]))
+        self.last_day = date(int(high[:4]), int(high[4:6]), int(high[6:]))
+
+    def patient_id(self, rng: random.Random) -> str:
+        return str(rng.choice(self.patient_ids))
+
+    def family_initial(self, rng: random.Random) -> str:
+        """``NGUYEN^V*``: a patient's family name and the first letter of the next word."""
+        words = [w for w in rng.choice(self.names) if w]
+        while len(words) < 2:
+            words = [w for w in rng.choice(self.names) if w]
+        return f"{words[0]}^{words[1][0]}*"
+
+    def family(self, rng: random.Random) -> str:
+        """``TRAN*``: a patient's family name as a prefix (names are drawn per patient,
+        so common family names come up as often as at a real front desk)."""
+        return f"{rng.choice(self.names)[0]}*"
+
+    def date_range(self, days: int) -> Callable[[Values, random.Random], str]:
+        def value(_: Values, rng: random.Random) -> str:
+            start = self.first_day + timedelta(days=rng.randrange((self.last_day - self.first_day).days - days))
+            return f"{start:%Y%m%d}-{start + timedelta(days=days - 1):%Y%m%d}"
+
+        return value
+
+
+def query_types(values: Values) -> list[QueryType]:
+    return [
+        QueryType("PatientID exact", "PatientID", 30, Values.patient_id),
+        QueryType("PatientName FAMILY^G*", "PatientName", 50, Values.family_initial),
+        QueryType("PatientName FAMILY*", "PatientName", 50, Values.family),
+        QueryType("StudyDate 1-week range", "StudyDate", 50, values.date_range(7)),
+        QueryType("StudyDate 1-month range", "StudyDate", 50, values.date_range(30)),
+    ]
+
+
+def identifier(key: str, value: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    for keyword in RETURN_KEYS:
+        setattr(ds, keyword, "")
+    setattr(ds, key, value)
+    return ds
+
+
+def measure(server: Server, query: QueryType, values: Values, count: int, warmup: int, seed: int,
+            nagle: bool = False, max_seconds: float = 0) -> Result:  # fmt: skip
+    """One association; `warmup` queries, then `count` timed ones, each with a new value.
+
+    With `max_seconds`, stops early once the timed queries have taken that
+    long (a NGUYEN* query returns thousands of matches and takes seconds).
+
+    The client socket gets TCP_NODELAY unless `nagle`: pynetdicom's SCU leaves
+    Nagle's algorithm on, and with delayed ACKs that alone adds ~40 ms to every
+    query, which would measure the client rather than the server. Viewers built
+    on dcm4che set TCP_NODELAY; dcmtk does with TCP_NODELAY=1 in the environment.
+    """
+    rng = random.Random(f"{seed}/{query.name}")
+    ae = AE(ae_title="BENCH")
+    ae.add_requested_context(FIND)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 120
+    assoc = ae.associate("127.0.0.1", server.port, ae_title=server.aet)
+    result = Result(query)
+    if not assoc.is_established:
+        result.failures.append("association refused")
+        return result
+    if not nagle:
+        assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+    try:
+        for i in range(warmup + count):
+            value = query.values(values, rng)
+            started = time.perf_counter()
+            matches = 0
+            for status, _ in assoc.send_c_find(identifier(query.key, value), FIND):
+                code = getattr(status, "Status", None)
+                if code in (0xFF00, 0xFF01):
+                    matches += 1
+                elif code != 0x0000:
+                    result.failures.append(f"{query.key}={value}: status {code}")
+            elapsed = time.perf_counter() - started
+            if i >= warmup:
+                result.latencies.append(elapsed)
+                result.matches.append(matches)
+                if max_seconds and sum(result.latencies) > max_seconds:
+                    break
+    finally:
+        assoc.release()
+    return result
+
+
+def index_folder(instances: int, seed: int, reuse: bool, runs: Path) -> tuple[Path, bool]:
+    """The data directory to query and whether it has to be populated first."""
+    if reuse:
+        folder = OUT / f"find-index-{instances}-seed{seed}"
+        if (folder / ".complete").is_file():
+            return folder, False
+        shutil.rmtree(folder, ignore_errors=True)
+        return folder, True
+    return runs / "data", True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Study-level C-FIND latency on a populated minipacs index.")
+    parser.add_argument("--instances", type=int, default=100_000, help="instances to index (default 100000)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the populated index in bench/out/find-index-N and reuse it next time")  # fmt: skip
+    parser.add_argument("--queries", type=int, default=200, help="timed queries per query type (default 200)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed queries first (default 10)")
+    parser.add_argument("--max-seconds", type=float, default=120,
+                        help="stop a query type's timed queries after this long (default 120; 0: no limit)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--client-nagle", action="store_true",
+                        help="leave Nagle's algorithm on in the SCU (stock pynetdicom/dcmtk); "
+                        "default: TCP_NODELAY, so the figures are the server's")  # fmt: skip
+    args = parser.parse_args(argv)
+
+    started = time.monotonic()
+    runs = run_folder("find")
+    print(f"disk: {describe_disk(runs)}", flush=True)
+    data, fill = index_folder(args.instances, args.seed, args.reuse, runs)
+    if fill:
+        print(f"populating {data} with about {args.instances:,} instances ...", flush=True)
+        s = populate.populate(data, args.instances, args.seed, progress=sys.stderr.isatty())
+        print(f"  {s.instances:,} instances, {s.series:,} series, {s.studies:,} studies "
+              f"({', '.join(f'{m} {n:,}' for m, n in sorted(s.by_modality.items()))}), "
+              f"{s.patients:,} patients in {s.seconds:.0f} s", flush=True)  # fmt: skip
+        (data / ".complete").write_text(f"{args.instances} {args.seed}\n")
+    else:
+        print(f"reusing the index in {data}", flush=True)
+    index = data / "index.sqlite"
+    values = Values(index)
+
+    server = start_minipacs(data, log_dir=runs)
+    results: list[Result] = []
+    try:
+        stats = server_statistics(server)
+        print(f"index: {stats}; {index.stat().st_size / MiB:.0f} MB", flush=True)
+        with RssMonitor(server.pid) as monitor:
+            for query in query_types(values):
+                result = measure(server, query, values, args.queries, args.warmup, args.seed,
+                                 args.client_nagle, args.max_seconds)  # fmt: skip
+                results.append(result)
+                print(f"  {query.name}: {len(result.latencies)} queries in {sum(result.latencies):.0f} s",
+                      flush=True)  # fmt: skip
+        peak = monitor.peak
+    finally:
+        status = server.stop()
+    failed = [f for r in results for f in r.failures]
+    if status not in (0, -15):
+        failed.append(f"minipacs exited with status {status}")
+    if "Traceback" in server.log():
+        failed.append(f"Traceback in the server log {server.log_path}")
+
+    print()
+    print(report(results, args.queries, args.warmup, peak, args.client_nagle))
+    print(f"\ntotal time {time.monotonic() - started:.0f} s")
+    for failure in failed[:20]:
+        print(f"FAILED: {failure}")
+    if not failed:
+        shutil.rmtree(runs, ignore_errors=True)
+    return 1 if failed else 0
+
+
+def server_statistics(server: Server) -> str:
+    from archive import Archive
+
+    archive = Archive.open(f"sqlite:///{server.folder / 'index.sqlite'}", str(server.folder / "objects"))
+    try:
+        s = archive.statistics()
+    finally:
+        archive.close()
+    return f"{s.patients:,} patients, {s.studies:,} studies, {s.series:,} series, {s.instances:,} instances"
+
+
+def report(results: list[Result], queries: int, warmup: int, peak_rss: int, nagle: bool) -> str:
+    client = "Nagle on (stock)" if nagle else "TCP_NODELAY"
+    lines = [
+        f"C-FIND, Study Root, STUDY level, {len(RETURN_KEYS)} return keys; one association per "
+        f"query type, {warmup} warm-up then {queries} timed queries, each with another value.",
+        f"latency = send_c_find() until the final status (all matches received); "
+        f"pynetdicom SCU on 127.0.0.1, client socket {client}",
+        "",
+        f"{'query':<26} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'matches mean':>13} {'max':>6}  p95 target",
+    ]
+    lines.append("-" * len(lines[-1]))
+    for r in results:
+        if not r.latencies:
+            lines.append(f"{r.query.name:<26} (no answers)")
+            continue
+        ms = [t * 1000 for t in r.latencies]
+        p95 = percentile(ms, 95)
+        met = "met" if p95 <= r.query.target_ms else "MISSED"
+        lines.append(f"{r.query.name:<26} {len(ms):4d} {median(ms):8.1f} {p95:8.1f} {max(ms):8.1f} "
+                     f"{sum(r.matches) / len(r.matches):13.1f} {max(r.matches):6d}  "
+                     f"<= {r.query.target_ms:.0f} ms {met}")  # fmt: skip
+    lines.append(f"\nn = timed queries (fewer than asked when --max-seconds ran out); "
+                 f"server peak RSS during the queries: {peak_rss / MiB:.0f} MB")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
