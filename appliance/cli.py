@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import logs
+from appliance.services import ServiceError, dicom_config, open_archive
 from appliance.settings import FLAGS, Settings, SettingsError, load
 
 log = logging.getLogger("minipacs")
@@ -125,43 +126,23 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _open_archive(settings: Settings) -> Any:
-    from archive import Archive  # imported here so --help stays fast
-
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CommandError(
-            f"cannot create the data directory {settings.data_dir}: {exc.strerror or exc}. "
-            "Choose another one with --data (or MINIPACS_DATA)."
-        ) from exc
-    try:
-        return Archive.open(
-            settings.database_url,
-            settings.storage_url,
-            reserve_bytes=settings["storage.reserve_mb"] * 2**20,
-        )
-    except Exception as exc:
-        raise CommandError(f"cannot open the archive in {settings.data_dir}: {exc}") from exc
+        return open_archive(settings)
+    except ServiceError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") -> int:
     from appliance.supervisor import Supervisor
-    from dicom_scp import DicomConfig, DicomService
+    from appliance.workers import DicomWorkers
+    from dicom_scp import DicomService
 
     archive = _open_archive(settings)
-    dicom = DicomService(archive, DicomConfig(
-        ae_title=settings["dicom.ae_title"],
-        host=settings["dicom.host"],
-        port=settings["dicom.port"],
-        max_pdu=settings["dicom.max_pdu"],
-        max_associations=settings["dicom.max_associations"],
-        acse_timeout=settings["dicom.acse_timeout"],
-        dimse_timeout=settings["dicom.dimse_timeout"],
-        network_timeout=settings["dicom.network_timeout"],
-        registered_only=settings["dicom.calling_ae"] == "registered",
-        check_called_ae=settings["dicom.check_called_ae"],
-        spool_dir=settings.spool_dir,
-    ))  # fmt: skip
+    dicom: DicomService | DicomWorkers
+    if settings.dicom_workers > 1:
+        dicom = DicomWorkers(settings, settings.dicom_workers)
+    else:
+        dicom = DicomService(archive, dicom_config(settings))
     supervisor = Supervisor([dicom])
     stats = archive.statistics()
     log.info("archive %s: %d patients, %d studies, %d instances (%.1f MB)", settings.data_dir,

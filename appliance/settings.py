@@ -139,6 +139,7 @@ SPEC: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "dicom.network_timeout": (300.0, _positive),
     "dicom.calling_ae": ("any", _choice("any", "registered")),
     "dicom.check_called_ae": (False, _bool),
+    "dicom.workers": (0, _count),
     "http.host": ("0.0.0.0", _text),
     "http.port": (8080, _port),
     "hl7.host": ("0.0.0.0", _text),
@@ -165,6 +166,14 @@ _RESERVED_ENV_PREFIX = "MINIPACS_TEST_"
 
 def env_name(key: str) -> str:
     return "MINIPACS_" + key.replace(".", "_").upper()
+
+
+def as_environment(settings: Settings) -> dict[str, str]:
+    """The resolved settings as MINIPACS_* variables, for a child process to load the same."""
+    env: dict[str, str] = {}
+    for key, value in settings.values.items():
+        env[env_name(key)] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return env
 
 
 @dataclass(frozen=True)
@@ -198,6 +207,12 @@ class Settings:
     @property
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
+
+    @property
+    def dicom_workers(self) -> int:
+        """DICOM worker processes: the setting, or one per CPU (at most 4) when 0."""
+        configured = int(self.values["dicom.workers"])
+        return configured or max(1, min(4, os.cpu_count() or 1))
 
 
 def load(

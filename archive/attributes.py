@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Any, ClassVar
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
-from pydicom.valuerep import PersonName
 
 from archive.text import name_key, name_tokens, nfc
 
@@ -74,8 +74,36 @@ TOKEN_REFERRING_PHYSICIAN = 2
 _TIME_RE = re.compile(r"^(\d{2})(?::?(\d{2}))?(?::?(\d{2}))?(?:\.(\d{1,6}))?$")
 
 
+def _tags(keywords: tuple[str, ...]) -> frozenset[int]:
+    return frozenset(int(Tag(k)) for k in keywords)
+
+
+PATIENT_TAGS = _tags(PATIENT_KEYWORDS)
+STUDY_TAGS = _tags(STUDY_KEYWORDS)
+SERIES_TAGS = _tags(SERIES_KEYWORDS)
+INSTANCE_TAGS = _tags(INSTANCE_KEYWORDS)
+
+
 @dataclass
-class PatientRecord:
+class _Level:
+    """A level's part of an index record; its ``attrs`` are worked out on first use.
+
+    Most instances add to an existing study and series, whose attributes are
+    never needed again; converting them to JSON for every instance was the
+    largest single cost of ingest.
+    """
+
+    source: Dataset = field(repr=False, compare=False)
+    TAGS: ClassVar[frozenset[int]] = frozenset()
+
+    @cached_property
+    def attrs(self) -> dict[str, Any]:
+        return level_attrs(self.source, self.TAGS)
+
+
+@dataclass
+class PatientRecord(_Level):
+    TAGS = PATIENT_TAGS
     patient_key: str
     patient_id: str
     issuer_of_patient_id: str
@@ -85,11 +113,11 @@ class PatientRecord:
     patient_birth_date: str
     patient_sex: str
     other_ids: list[tuple[str, str, str]]
-    attrs: dict[str, Any]
 
 
 @dataclass
-class StudyRecord:
+class StudyRecord(_Level):
+    TAGS = STUDY_TAGS
     study_instance_uid: str
     study_date: str
     study_time: str
@@ -99,11 +127,11 @@ class StudyRecord:
     referring_physician_name_key: str
     referring_tokens: list[str]
     study_description: str
-    attrs: dict[str, Any]
 
 
 @dataclass
-class SeriesRecord:
+class SeriesRecord(_Level):
+    TAGS = SERIES_TAGS
     series_instance_uid: str
     modality: str
     series_number: int | None
@@ -114,11 +142,11 @@ class SeriesRecord:
     performed_procedure_step_start_date: str
     performed_procedure_step_start_time: str
     requests: list[tuple[str, str, str]]
-    attrs: dict[str, Any]
 
 
 @dataclass
-class InstanceRecord:
+class InstanceRecord(_Level):
+    TAGS = INSTANCE_TAGS
     sop_instance_uid: str
     sop_class_uid: str
     instance_number: int | None
@@ -128,45 +156,53 @@ class InstanceRecord:
     rows: int | None
     columns: int | None
     bits_allocated: int | None
-    attrs: dict[str, Any]
 
 
 @dataclass
 class IndexRecord:
-    """Everything the index keeps about one instance, split by level."""
+    """Everything the index keeps about one instance, split by level.
 
-    patient: PatientRecord
-    study: StudyRecord
-    series: SeriesRecord
-    instance: InstanceRecord
-    notes: list[str] = field(default_factory=list)
+    The keys that decide where an instance goes (patient key, study and
+    series UIDs) are read up front; each level's other fields only when that
+    level's row is created. Most instances join an existing series, and
+    decoding the attributes of every level for each of them was most of the
+    CPU time of ingest.
+    """
 
+    source: Dataset = field(repr=False, compare=False)
+    patient_key: str
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
 
-def index_record(ds: Dataset) -> IndexRecord:
-    """Extract the index record of `ds`, whose UIDs the caller has validated."""
-    study_uid = text(ds, "StudyInstanceUID")
-    patient_id = text(ds, "PatientID")
-    issuer = text(ds, "IssuerOfPatientID")
-    # An empty Patient ID identifies nobody: such a study gets a patient of its own
-    # rather than being merged with every other study that lacks an ID.
-    patient_key = f"id\x1f{issuer}\x1f{patient_id}" if patient_id else f"study\x1f{study_uid}"
-    patient_name = person_name(ds, "PatientName")
-    referring = person_name(ds, "ReferringPhysicianName")
-    return IndexRecord(
-        patient=PatientRecord(
-            patient_key=patient_key,
-            patient_id=patient_id,
-            issuer_of_patient_id=issuer,
+    @cached_property
+    def patient(self) -> PatientRecord:
+        ds = self.source
+        patient_name = person_name(ds, "PatientName")
+        return PatientRecord(
+            source=ds,
+            patient_key=self.patient_key,
+            patient_id=text(ds, "PatientID"),
+            issuer_of_patient_id=text(ds, "IssuerOfPatientID"),
             patient_name=patient_name,
             patient_name_key=name_key(patient_name),
             name_tokens=sorted(set(name_tokens(patient_name))),
             patient_birth_date=text(ds, "PatientBirthDate"),
             patient_sex=text(ds, "PatientSex"),
-            other_ids=other_patient_ids(ds),
-            attrs=level_attrs(ds, PATIENT_TAGS),
-        ),
-        study=StudyRecord(
-            study_instance_uid=study_uid,
+            other_ids=self.other_ids,
+        )
+
+    @cached_property
+    def other_ids(self) -> list[tuple[str, str, str]]:
+        return other_patient_ids(self.source)
+
+    @cached_property
+    def study(self) -> StudyRecord:
+        ds = self.source
+        referring = person_name(ds, "ReferringPhysicianName")
+        return StudyRecord(
+            source=ds,
+            study_instance_uid=self.study_instance_uid,
             study_date=text(ds, "StudyDate"),
             study_time=normalize_time(text(ds, "StudyTime")),
             accession_number=text(ds, "AccessionNumber"),
@@ -175,10 +211,14 @@ def index_record(ds: Dataset) -> IndexRecord:
             referring_physician_name_key=name_key(referring),
             referring_tokens=sorted(set(name_tokens(referring))),
             study_description=text(ds, "StudyDescription"),
-            attrs=level_attrs(ds, STUDY_TAGS),
-        ),
-        series=SeriesRecord(
-            series_instance_uid=text(ds, "SeriesInstanceUID"),
+        )
+
+    @cached_property
+    def series(self) -> SeriesRecord:
+        ds = self.source
+        return SeriesRecord(
+            source=ds,
+            series_instance_uid=self.series_instance_uid,
             modality=text(ds, "Modality").upper(),
             series_number=integer(ds, "SeriesNumber"),
             series_description=text(ds, "SeriesDescription"),
@@ -190,10 +230,14 @@ def index_record(ds: Dataset) -> IndexRecord:
                 text(ds, "PerformedProcedureStepStartTime")
             ),
             requests=request_attributes(ds),
-            attrs=level_attrs(ds, SERIES_TAGS),
-        ),
-        instance=InstanceRecord(
-            sop_instance_uid=text(ds, "SOPInstanceUID"),
+        )
+
+    @cached_property
+    def instance(self) -> InstanceRecord:
+        ds = self.source
+        return InstanceRecord(
+            source=ds,
+            sop_instance_uid=self.sop_instance_uid,
             sop_class_uid=text(ds, "SOPClassUID"),
             instance_number=integer(ds, "InstanceNumber"),
             content_date=text(ds, "ContentDate"),
@@ -202,8 +246,23 @@ def index_record(ds: Dataset) -> IndexRecord:
             rows=integer(ds, "Rows"),
             columns=integer(ds, "Columns"),
             bits_allocated=integer(ds, "BitsAllocated"),
-            attrs=level_attrs(ds, INSTANCE_TAGS),
-        ),
+        )
+
+
+def index_record(ds: Dataset) -> IndexRecord:
+    """The index record of `ds`, whose UIDs the caller has validated."""
+    study_uid = text(ds, "StudyInstanceUID")
+    patient_id = text(ds, "PatientID")
+    issuer = text(ds, "IssuerOfPatientID")
+    # An empty Patient ID identifies nobody: such a study gets a patient of its own
+    # rather than being merged with every other study that lacks an ID.
+    patient_key = f"id\x1f{issuer}\x1f{patient_id}" if patient_id else f"study\x1f{study_uid}"
+    return IndexRecord(
+        source=ds,
+        patient_key=patient_key,
+        study_instance_uid=study_uid,
+        series_instance_uid=text(ds, "SeriesInstanceUID"),
+        sop_instance_uid=text(ds, "SOPInstanceUID"),
     )
 
 
@@ -226,8 +285,6 @@ def person_name(ds: Dataset, keyword: str) -> str:
         return ""
     if isinstance(value, (MultiValue, list, tuple)):
         value = value[0] if value else ""
-    if isinstance(value, PersonName):
-        return nfc(str(value)).strip()
     return nfc(str(value)).strip()
 
 
@@ -287,16 +344,6 @@ def level_attrs(ds: Dataset, tags: frozenset[int]) -> dict[str, Any]:
             subset.add(element)
     result: dict[str, Any] = _nfc_json(subset.to_json_dict(suppress_invalid_tags=True))
     return result
-
-
-def _tags(keywords: tuple[str, ...]) -> frozenset[int]:
-    return frozenset(int(Tag(k)) for k in keywords)
-
-
-PATIENT_TAGS = _tags(PATIENT_KEYWORDS)
-STUDY_TAGS = _tags(STUDY_KEYWORDS)
-SERIES_TAGS = _tags(SERIES_KEYWORDS)
-INSTANCE_TAGS = _tags(INSTANCE_KEYWORDS)
 
 
 def _nfc_json(value: Any) -> Any:

@@ -23,8 +23,6 @@ from archive.attributes import (
     TOKEN_REFERRING_PHYSICIAN,
     IndexRecord,
     PatientRecord,
-    SeriesRecord,
-    StudyRecord,
 )
 from archive.audit import audit_row
 from archive.models import (
@@ -82,10 +80,11 @@ _COUNT_STUDY = (
     .values(
         num_instances=S.c.num_instances + 1,
         size_bytes=S.c.size_bytes + bindparam("b_size"),
-        num_series=S.c.num_series + bindparam("b_new_series"),
-        modalities_in_study=bindparam("b_modalities"),
         updated_at=bindparam("b_now"),
     )
+)
+_COUNT_NEW_SERIES = _COUNT_STUDY.values(
+    num_series=S.c.num_series + 1, modalities_in_study=bindparam("b_modalities")
 )
 
 
@@ -126,18 +125,20 @@ def add_instance(
     for this SOP Instance UID.
     """
     warnings: list[str] = []
-    study_pk, new_study, own_patient = _study(conn, record.study, record.patient, now)
+    study_pk, new_study, own_patient = _study(conn, record, now)
     if not own_patient:
         warnings.append(
-            f"study {record.study.study_instance_uid} is already filed under another patient "
+            f"study {record.study_instance_uid} is already filed under another patient "
             "ID; the instance was filed with that study"
         )
-    series_pk, series_study_pk, new_series = _series(conn, record.series, study_pk, now)
+    series_pk, series_study_pk, new_series = _series(conn, record, study_pk, now)
     if series_study_pk != study_pk:
         warnings.append(
-            f"series {record.series.series_instance_uid} already belongs to another study; "
+            f"series {record.series_instance_uid} already belongs to another study; "
             "the instance was filed with that series"
         )
+    elif not new_study and own_patient and record.other_ids:
+        _other_ids(conn, record)  # a later instance may bring new Other Patient IDs
     inst = record.instance
     conn.execute(_INSERT_INSTANCE, {
         "sop_instance_uid": inst.sop_instance_uid,
@@ -160,16 +161,17 @@ def add_instance(
         "attrs": inst.attrs,
     })  # fmt: skip
     conn.execute(_COUNT_SERIES, {"b_pk": series_pk})
-    modalities: str = conn.execute(_MODALITIES, {"pk": series_study_pk}).scalar_one()
-    if new_series and record.series.modality:
-        listed = {m for m in modalities.split("\\") if m} | {record.series.modality}
-        modalities = "\\".join(sorted(listed))
-    conn.execute(_COUNT_STUDY, {
-        "b_pk": series_study_pk, "b_size": stored.size, "b_new_series": int(new_series),
-        "b_modalities": modalities, "b_now": now,
-    })  # fmt: skip
+    if new_series:
+        modalities: str = conn.execute(_MODALITIES, {"pk": series_study_pk}).scalar_one()
+        if record.series.modality:
+            listed = {m for m in modalities.split("\\") if m} | {record.series.modality}
+            modalities = "\\".join(sorted(listed))
+        conn.execute(_COUNT_NEW_SERIES, {"b_pk": series_study_pk, "b_size": stored.size,
+                                         "b_modalities": modalities, "b_now": now})  # fmt: skip
+    else:
+        conn.execute(_COUNT_STUDY, {"b_pk": series_study_pk, "b_size": stored.size, "b_now": now})
     outcome = "stored with warnings" if warnings else "stored"
-    detail = f"study {record.study.study_instance_uid}" + ("; new study" if new_study else "")
+    detail = f"study {record.study_instance_uid}" + ("; new study" if new_study else "")
     conn.execute(_INSERT_AUDIT, audit_row(origin, "STORE", "IMAGE", inst.sop_instance_uid, outcome, detail))
     return warnings
 
@@ -194,8 +196,8 @@ def add_conflict(
 
 
 def _patient(conn: Connection, rec: PatientRecord, now: datetime) -> int:
+    """The patient's pk, creating the patient on first sight; Other Patient IDs are added."""
     pk = conn.execute(_FIND_PATIENT, {"key": rec.patient_key}).scalar()
-    known: set[str] = set()
     if pk is None:
         pk = conn.execute(_INSERT_PATIENT, {
             "patient_key": rec.patient_key,
@@ -210,33 +212,40 @@ def _patient(conn: Connection, rec: PatientRecord, now: datetime) -> int:
             "updated_at": now,
         }).scalar_one()  # fmt: skip
         _tokens(conn, TOKEN_PATIENT_NAME, pk, rec.name_tokens)
-    elif rec.other_ids:
-        known = set(conn.execute(_KNOWN_IDS, {"pk": pk}).scalars())
-    new_ids = [(v, i, t) for v, i, t in rec.other_ids if v not in known]
-    if new_ids:
-        conn.execute(
-            _INSERT_IDS,
-            [{"patient_pk": pk, "value": v, "issuer": i, "type_of_id": t} for v, i, t in new_ids],
-        )
+    _insert_new_ids(conn, int(pk), rec.other_ids)
     return int(pk)
 
 
-def _study(
-    conn: Connection, rec: StudyRecord, patient: PatientRecord, now: datetime
-) -> tuple[int, bool, bool]:
+def _insert_new_ids(conn: Connection, patient_pk: int, other_ids: list[tuple[str, str, str]]) -> None:
+    if not other_ids:
+        return
+    known: set[str] = set(conn.execute(_KNOWN_IDS, {"pk": patient_pk}).scalars())
+    new_ids = [(v, i, t) for v, i, t in other_ids if v not in known]
+    if new_ids:
+        conn.execute(_INSERT_IDS, [
+            {"patient_pk": patient_pk, "value": v, "issuer": i, "type_of_id": t}
+            for v, i, t in new_ids
+        ])  # fmt: skip
+
+
+def _other_ids(conn: Connection, record: IndexRecord) -> None:
+    pk = conn.execute(_FIND_PATIENT, {"key": record.patient_key}).scalar()
+    if pk is not None:
+        _insert_new_ids(conn, int(pk), record.other_ids)
+
+
+def _study(conn: Connection, record: IndexRecord, now: datetime) -> tuple[int, bool, bool]:
     """Return (study pk, whether it is new, whether it belongs to the instance's patient).
 
-    The patient is only looked up or created for a new study or one already
-    filed under the same patient: an instance that names another patient for
-    a known study must not leave behind a patient row with no studies.
+    The patient is only looked up or created for a new study: an instance
+    that names another patient for a known study must not leave behind a
+    patient row with no studies.
     """
-    row = conn.execute(_FIND_STUDY, {"uid": rec.study_instance_uid}).first()
+    row = conn.execute(_FIND_STUDY, {"uid": record.study_instance_uid}).first()
     if row is not None:
-        if row.patient_key != patient.patient_key:
-            return int(row.pk), False, False
-        _patient(conn, patient, now)  # records Other Patient IDs first seen now
-        return int(row.pk), False, True
-    patient_pk = _patient(conn, patient, now)
+        return int(row.pk), False, row.patient_key == record.patient_key
+    patient_pk = _patient(conn, record.patient, now)
+    rec = record.study
     pk: int = conn.execute(_INSERT_STUDY, {
         "study_instance_uid": rec.study_instance_uid,
         "patient_pk": patient_pk,
@@ -260,11 +269,12 @@ def _study(
 
 
 def _series(
-    conn: Connection, rec: SeriesRecord, study_pk: int, now: datetime
+    conn: Connection, record: IndexRecord, study_pk: int, now: datetime
 ) -> tuple[int, int, bool]:
-    row = conn.execute(_FIND_SERIES, {"uid": rec.series_instance_uid}).first()
+    row = conn.execute(_FIND_SERIES, {"uid": record.series_instance_uid}).first()
     if row is not None:
         return int(row.pk), int(row.study_pk), False
+    rec = record.series
     pk: int = conn.execute(_INSERT_SERIES, {
         "series_instance_uid": rec.series_instance_uid,
         "study_pk": study_pk,

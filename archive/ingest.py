@@ -13,7 +13,6 @@ SHA-256, which is how a resend is recognised.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import time
@@ -36,7 +35,6 @@ from archive.errors import (
     StorageUnavailable,
 )
 from archive.index_writer import (
-    Existing,
     StoredInstance,
     add_conflict,
     add_instance,
@@ -135,58 +133,44 @@ class IngestService:
             return StoreResult(status, uids.sop_class, uids.sop_instance, uids.study, uids.series,
                                str(parsed.transfer_syntax), size, warnings or [])  # fmt: skip
 
-        existing = self._lookup(uids.sop_instance)
-        if existing is not None:
-            sha = _sha256(meta, stream, parsed.dataset_offset)
-            if sha == existing.sha256:
-                log.debug("%s: already stored with the same content", uids.sop_instance)
-                return result(StoreStatus.ALREADY_STORED, 0)
-            if self._conflict_known(uids.sop_instance, sha):
-                # A modality resending the same differing copy must not fill the disk.
-                log.warning("%s from %s: the same differing copy was already set aside",
-                            uids.sop_instance, origin)  # fmt: skip
-                return result(StoreStatus.CONFLICT, 0)
-            stored = self._put(uids, parsed, meta, stream)
-            self._keep_conflict(uids.sop_instance, stored, origin)
-            return result(StoreStatus.CONFLICT, stored.size)
-
+        # The object is written before the index is consulted: a resend costs
+        # one wasted write, a new instance (the common case) one read less.
         stored = self._put(uids, parsed, meta, stream)
         now = datetime.now(UTC)
         warnings: list[str] = []
+        keep = True  # does the object just written stay?
         try:
             with self._db.write() as conn:
                 existing = find_existing(conn, uids.sop_instance)
                 if existing is None:
+                    status = StoreStatus.STORED
                     warnings = add_instance(conn, record, stored, origin, now)
-            if existing is not None:  # another association won the race
-                if existing.sha256 == stored.sha256:
-                    self._objects.delete(stored.storage_key)
-                    return result(StoreStatus.ALREADY_STORED, 0)
-                self._keep_conflict(uids.sop_instance, stored, origin)
-                return result(StoreStatus.CONFLICT, stored.size)
+                elif existing.sha256 == stored.sha256:
+                    status, keep = StoreStatus.ALREADY_STORED, False
+                else:
+                    status = StoreStatus.CONFLICT
+                    # The same differing copy resent must not fill the disk: keep it once.
+                    keep = not conflict_known(conn, uids.sop_instance, stored.sha256)
+                    if keep:
+                        add_conflict(conn, uids.sop_instance, stored, origin, now)
         except BaseException as exc:
             self._discard(stored.storage_key)
             if isinstance(exc, (SQLAlchemyError, OSError)):
                 raise _index_error(exc) from exc
             raise
+        if not keep:
+            self._discard(stored.storage_key)
+        if status is StoreStatus.CONFLICT:
+            log.warning("%s from %s differs from the stored copy; kept the first, %s",
+                        uids.sop_instance, origin,
+                        f"set this one aside as {stored.storage_key}" if keep
+                        else "this same copy was set aside before")  # fmt: skip
+        if status is not StoreStatus.STORED:
+            return result(status, stored.size if keep else 0)
         for warning in warnings:
             log.warning("%s from %s: %s", uids.sop_instance, origin, warning)
         log.debug("indexed %s in %.1f ms", uids.sop_instance, (time.perf_counter() - started) * 1000)
         return result(StoreStatus.STORED, stored.size, warnings)
-
-    def _conflict_known(self, sop_instance_uid: str, sha256: str) -> bool:
-        try:
-            with self._db.read() as conn:
-                return conflict_known(conn, sop_instance_uid, sha256)
-        except SQLAlchemyError as exc:
-            raise _index_error(exc) from exc
-
-    def _lookup(self, sop_instance_uid: str) -> Existing | None:
-        try:
-            with self._db.read() as conn:
-                return find_existing(conn, sop_instance_uid)
-        except SQLAlchemyError as exc:
-            raise _index_error(exc) from exc
 
     def _put(self, uids: _Uids, parsed: part10.ParsedObject, meta: bytes, stream: BinaryIO) -> StoredInstance:
         key = f"{uids.study}/{uids.series}/{uids.sop_instance}.{secrets.token_hex(4)}.dcm"
@@ -198,20 +182,6 @@ class IngestService:
         except StorageError as exc:
             raise StorageUnavailable(f"the object store failed: {exc}") from exc
         return StoredInstance(put.key, put.size, put.sha256, str(parsed.transfer_syntax))
-
-    def _keep_conflict(self, sop_instance_uid: str, stored: StoredInstance, origin: Origin) -> None:
-        log.warning(
-            "%s from %s differs from the stored copy; kept the first, set this one aside as %s",
-            sop_instance_uid, origin, stored.storage_key,
-        )  # fmt: skip
-        try:
-            with self._db.write() as conn:
-                add_conflict(conn, sop_instance_uid, stored, origin, datetime.now(UTC))
-        except BaseException as exc:
-            self._discard(stored.storage_key)
-            if isinstance(exc, (SQLAlchemyError, OSError)):
-                raise _index_error(exc) from exc
-            raise
 
     def _discard(self, key: str) -> None:
         try:
@@ -254,14 +224,6 @@ def _checked_uids(header: Dataset, expected: Expected | None) -> _Uids:
                 f"the instance belongs to study {uids.study}, not {expected.study_instance_uid}"
             )
     return uids
-
-
-def _sha256(meta: bytes, stream: BinaryIO, offset: int) -> str:
-    digest = hashlib.sha256(meta)
-    stream.seek(offset)
-    while chunk := stream.read(1024 * 1024):
-        digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _index_error(exc: BaseException) -> ArchiveError:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
-from sqlalchemy import ColumnElement, and_, exists, select, true
+from sqlalchemy import ColumnElement, Select, and_, exists, select, true
 from sqlalchemy.sql.elements import KeyedColumnElement
 
 from archive.errors import InvalidQuery
@@ -332,8 +332,10 @@ class PersonNameTarget:
 
     Without wildcards the query's sorted folded words must equal the stored
     key: ``NGUYEN VAN AN`` finds ``Nguyễn^Văn An`` and nothing longer. With
-    wildcards every query word must match some word of the name, so
-    ``nguy*`` finds every Nguyễn and ``NGUYEN^V*`` every Nguyễn V....
+    wildcards each query word must match a different word of the name, in
+    any order: ``nguy*`` finds every Nguyễn, ``NGUYEN^V*`` every Nguyễn with
+    another word starting with V, and ``NGUYEN^N*`` not Nguyễn Công Tuấn
+    (the N* must be a second word, not Nguyễn again).
     """
 
     key_column: Column
@@ -351,16 +353,38 @@ class PersonNameTarget:
             words = [w for w in name_tokens(condition.pattern) if set(w) != {"*"}]
             if not words:
                 return true()
-            return and_(*(self._word(w) for w in words))
+            # Exact words first: they are the most selective start for the join.
+            words.sort(key=_has_wildcard)
+            return self.owner_column.in_(self._owners(words[:_MAX_NAME_WORDS]))
         return _unsupported(condition)
 
-    def _word(self, word: str) -> ColumnElement[bool]:
-        if _has_wildcard(word):
-            match = wildcard_clause(self.token_value, word)
-        else:
-            match = self.token_value == word
-        owners = select(self.token_owner).where(self.token_kind == self.kind, match)
-        return self.owner_column.in_(owners)
+    def _owners(self, words: list[str]) -> Select[Any]:
+        """Owners with a distinct name word for each query word (one alias per word).
+
+        A name's words are stored once each, so different token values mean
+        different words.
+        """
+        table = self.token_value.table
+        aliases = [table.alias(f"name_word_{i}") for i in range(len(words))]
+        owner, kind, token = self.token_owner.key, self.token_kind.key, self.token_value.key
+        first = aliases[0]
+        stmt = select(first.c[owner]).where(first.c[kind] == self.kind, _word(first.c[token], words[0]))
+        for i, alias in enumerate(aliases[1:], start=1):
+            stmt = stmt.join(alias, and_(
+                alias.c[owner] == first.c[owner],
+                alias.c[kind] == self.kind,
+                _word(alias.c[token], words[i]),
+                *(alias.c[token] != earlier.c[token] for earlier in aliases[:i]),
+            ))  # fmt: skip
+        return stmt
+
+
+# Words beyond this in one name query are ignored for matching (names have 2-5).
+_MAX_NAME_WORDS = 6
+
+
+def _word(column: Column, word: str) -> ColumnElement[bool]:
+    return wildcard_clause(column, word) if _has_wildcard(word) else column == word
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from enum import IntEnum
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, empty_value_for_VR
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
@@ -339,7 +339,7 @@ class QueryService:
             if level <= query.level:
                 wanted_tags.add(UNIQUE_KEYS[level])
         stored = {k: v for k, v in merged.items() if int(k, 16) in wanted_tags}
-        ds = Dataset.from_json(stored) if stored else Dataset()
+        ds = dataset_from_json(stored)
         for tag, value in self._computed(query, row, wanted_tags).items():
             ds.add(DataElement(tag, dictionary_VR(tag), value))
         for element in wanted:
@@ -426,6 +426,40 @@ def _select_item_keys(element: DataElement, query_element: DataElement) -> None:
         for key in keys:
             if key.tag not in item:
                 item.add(DataElement(key.tag, key.VR, None))
+
+
+def dataset_from_json(attrs: dict[str, Any]) -> Dataset:
+    """A dataset from the DICOM JSON model (PS3.18 F.2) as the index stores it.
+
+    ``Dataset.from_json`` handles every corner of the model (bulk data URIs,
+    inline binary) and costs about 0.4 ms per C-FIND match; the index never
+    stores binary values, so the few shapes it does store are converted here.
+    """
+    ds = Dataset()
+    for key, element in attrs.items():
+        vr = element.get("vr", "UN")
+        values = element.get("Value")
+        if values is None:
+            value: Any = empty_value_for_VR(vr)
+        elif vr == "SQ":
+            value = DicomSequence([dataset_from_json(item) for item in values])
+        elif vr == "PN":
+            value = [_person_name(v) for v in values]
+        elif vr == "AT":
+            value = [int(v, 16) for v in values]
+        else:
+            value = values
+        if isinstance(value, list) and len(value) == 1 and vr != "SQ":
+            value = value[0]
+        ds.add(DataElement(int(key, 16), vr, value))
+    return ds
+
+
+def _person_name(value: Any) -> str:
+    if not isinstance(value, dict):
+        return str(value or "")
+    groups = [value.get(g, "") for g in ("Alphabetic", "Ideographic", "Phonetic")]
+    return "=".join(groups).rstrip("=")
 
 
 def _has_non_ascii(value: Any) -> bool:

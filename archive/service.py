@@ -47,6 +47,8 @@ class Archive:
         return cls(Database.open(database_url), open_store(storage_url, reserve_bytes))
 
     def close(self) -> None:
+        """Write what is still queued (audit events) and close the database."""
+        self.audit.close()
         self.db.dispose()
 
     def ingest(self, stream: BinaryIO, origin: Origin, expected: Expected | None = None) -> StoreResult:

@@ -31,9 +31,10 @@ class _Entry:
 class AssociationLog:
     """Tracks open associations and enforces the calling-AE policy."""
 
-    def __init__(self, registry: AERegistry, registered_only: bool) -> None:
+    def __init__(self, registry: AERegistry, registered_only: bool, session_prefix: str = "") -> None:
         self._registry = registry
         self.registered_only = registered_only
+        self._prefix = session_prefix
         self._entries: weakref.WeakKeyDictionary[Association, _Entry] = weakref.WeakKeyDictionary()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -59,7 +60,7 @@ class AssociationLog:
                     actor=str(title).strip(),
                     address=str(assoc.requestor.address),
                     via="DIMSE",
-                    session=f"a{next(self._ids)}",
+                    session=f"{self._prefix}a{next(self._ids)}",
                 ))  # fmt: skip
                 self._entries[assoc] = entry
             return entry

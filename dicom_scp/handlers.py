@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
-from pynetdicom import build_context
+from pynetdicom import build_context, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
@@ -30,6 +30,7 @@ from archive import (
 from dicom_scp import status
 from dicom_scp.associations import AssociationLog
 from dicom_scp.contexts import PATIENT_ROOT, VERIFICATION, contexts_for_sending
+from dicom_scp.sockets import set_nodelay
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,10 @@ def handle_move(
         yield refs, None
         return
     pairs = {(r.sop_class_uid, r.transfer_syntax_uid) for r in refs}
-    yield destination.host, destination.port, {"contexts": contexts_for_sending(pairs)}
+    yield destination.host, destination.port, {
+        "contexts": contexts_for_sending(pairs),
+        "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay)],
+    }
     yield len(refs)
     yield from _send(event, archive, refs, origin, f"C-MOVE to {destination_title}")
 
@@ -179,6 +183,12 @@ def _send(
     event: Event, archive: Archive, refs: list[InstanceRef], origin: Origin, what: str
 ) -> Iterator[tuple[int, Dataset | None]]:
     started = time.perf_counter()
+    # Audited when asked, not when done: an aborted retrieve was still a read.
+    per_study: dict[str, int] = {}
+    for ref in refs:
+        per_study[ref.study_instance_uid] = per_study.get(ref.study_instance_uid, 0) + 1
+    for study, count in per_study.items():
+        archive.audit.record(origin, "RETRIEVE", "STUDY", study, f"{count} instances requested", what)
     sent = 0
     for ref in refs:
         if event.is_cancelled:
@@ -197,11 +207,8 @@ def _send(
             continue
         sent += 1
         yield status.PENDING, dataset
-    studies = sorted({r.study_instance_uid for r in refs})
-    for study in studies:
-        archive.audit.record(origin, "RETRIEVE", "STUDY", study, "sent", what)
-    log.info("%s from %s: %d instances of %d studies in %.1f s", what, origin, len(refs),
-             len(studies), time.perf_counter() - started)  # fmt: skip
+    log.info("%s from %s: %d instances of %d studies handed over in %.1f s", what, origin,
+             sent, len(per_study), time.perf_counter() - started)  # fmt: skip
 
 
 def _keyword(tag: int) -> str:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from archive import Archive
 from dicom_scp import handlers
 from dicom_scp.associations import AssociationLog
+from dicom_scp.sockets import set_nodelay
 from dicom_scp.contexts import (
     PLAIN_TRANSFER_SYNTAXES,
     QUERY_RETRIEVE,
@@ -47,6 +51,8 @@ class DicomConfig:
     check_called_ae: bool = False
     #: Where incoming datasets are spooled while they arrive; same disk as the archive.
     spool_dir: Path = Path("spool")
+    #: Prefix of association ids in the log ("w2." in worker process 2).
+    session_prefix: str = ""
 
 
 class DicomService:
@@ -54,11 +60,19 @@ class DicomService:
 
     name = "DICOM"
 
-    def __init__(self, archive: Archive, config: DicomConfig) -> None:
+    def __init__(
+        self, archive: Archive, config: DicomConfig, listen_socket: socket.socket | None = None
+    ) -> None:
+        """`listen_socket`: an already listening socket shared with other worker
+        processes (appliance.workers); without one the service binds its own."""
         self.archive = archive
         self.config = config
-        self.associations = AssociationLog(archive.registry, config.registered_only)
+        self.listen_socket = listen_socket
+        self.associations = AssociationLog(
+            archive.registry, config.registered_only, config.session_prefix
+        )
         self._server: ThreadedAssociationServer | None = None
+        self._ae: AE | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -74,7 +88,7 @@ class DicomService:
 
     def start(self) -> None:
         _configure_pynetdicom(self.config.spool_dir)
-        ae = self._build_ae()
+        ae = self._ae = self._build_ae()
         handlers_: list[Any] = [
             (evt.EVT_C_ECHO, handlers.handle_echo),
             (evt.EVT_C_STORE, handlers.handle_store, [self.archive, self.associations]),
@@ -86,19 +100,43 @@ class DicomService:
             (evt.EVT_ACCEPTED, self.associations.on_accepted),
             (evt.EVT_RELEASED, self.associations.on_ended),
             (evt.EVT_ABORTED, self.associations.on_ended),
+            (evt.EVT_CONN_OPEN, set_nodelay),
             (evt.EVT_CONN_CLOSE, _discard_partial_dataset),
         ]  # fmt: skip
-        self._server = ae.start_server(
-            (self.config.host, self.config.port), block=False, evt_handlers=handlers_
-        )
+        address = (self.config.host, self.config.port)
+        if self.listen_socket is None:
+            self._server = ae.start_server(address, block=False, evt_handlers=handlers_)
+        else:
+            self._server = ae.make_server(
+                address, evt_handlers=handlers_, server_class=_shared_server(self.listen_socket)
+            )
+            ae._servers.append(self._server)  # as start_server does; shutdown() removes it
+            threading.Thread(target=self._server.serve_forever, name="dicom-acceptor",
+                             daemon=True).start()  # fmt: skip
         log.info("listening: %s", self.describe())
 
-    def stop(self) -> None:
-        """Stop accepting, let running associations finish their current message, close."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
-            log.info("DICOM listener stopped")
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, give open associations `grace` seconds to finish, then abort them.
+
+        An instance whose C-STORE is being handled is either answered within
+        the grace period or never acknowledged, so the modality sends it again.
+        """
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server = None
+        deadline = time.monotonic() + grace
+        while self._ae is not None and time.monotonic() < deadline and any(
+            assoc.is_established for assoc in self._ae.active_associations
+        ):  # connections still negotiating (or only probing the port) are not waited for
+            time.sleep(0.05)
+        if self._ae is not None:
+            for assoc in self._ae.active_associations:
+                origin = self.associations.origin(assoc)
+                log.log(logging.WARNING if assoc.is_established else logging.DEBUG,
+                        "aborting association %s from %s at shutdown", origin.session, origin)  # fmt: skip
+                assoc.abort()
+        log.info("DICOM listener stopped")
 
     def _build_ae(self) -> AE:
         cfg = self.config
@@ -122,8 +160,10 @@ def _configure_pynetdicom(spool_dir: Path) -> None:
     """Process-wide pynetdicom settings the service depends on."""
     # Spool incoming datasets to disk chunk by chunk instead of in memory.
     _config.STORE_RECV_CHUNKED_DATASET = True
-    # Never log query identifiers: they contain patient names.
+    # Never format query identifiers or responses for the log: they contain
+    # patient names, and formatting every C-FIND match costs real time.
     _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
     # A malformed UID in a request's command set (over 64 characters, say) is
     # the archive's to refuse, with a status and a reason (archive.uids):
@@ -135,6 +175,35 @@ def _configure_pynetdicom(spool_dir: Path) -> None:
     shutil.rmtree(spool_dir, ignore_errors=True)
     spool_dir.mkdir(parents=True, exist_ok=True)
     tempfile.tempdir = str(spool_dir)
+
+
+def _shared_server(listen_socket: socket.socket) -> type[ThreadedAssociationServer]:
+    """A pynetdicom server class that accepts on a socket another process opened.
+
+    Several worker processes accept on one listening socket (the pre-fork
+    model of gunicorn and nginx): the kernel hands each connection to one of
+    them, and Python's GIL no longer caps the service at one core. The socket
+    is non-blocking so a worker that loses the race for a connection goes back
+    to waiting instead of blocking in accept().
+    """
+    listen_socket.setblocking(False)
+
+    class SharedSocketServer(ThreadedAssociationServer):
+        def server_bind(self) -> None:
+            if self.socket is not None:
+                self.socket.close()  # the one socketserver made; ours is already bound
+            self.socket = listen_socket
+            self.server_address = listen_socket.getsockname()
+
+        def server_activate(self) -> None:
+            pass  # already listening
+
+        def server_close(self) -> None:
+            # Close only this process's descriptor: shutdown() on the shared
+            # socket would stop the other workers from accepting too.
+            listen_socket.close()
+
+    return SharedSocketServer
 
 
 def _discard_partial_dataset(event: Event) -> None:

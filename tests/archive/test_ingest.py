@@ -536,9 +536,21 @@ def test_audit_rows_for_stores(archive: Archive) -> None:
 
 def test_audit_log_record(archive: Archive) -> None:
     archive.audit.record(ORIGIN, "QUERY", "STUDY", "", "3 matches", "PatientName")
+    archive.audit.flush()
     [row] = table_rows(archive, "audit_event")
     assert (row["action"], row["level"], row["outcome"], row["detail"]) == (
         "QUERY", "STUDY", "3 matches", "PatientName")  # fmt: skip
+
+
+def test_audit_events_are_written_in_batches_and_all_kept_on_close(tmp_path: Path) -> None:
+    arc = Archive.open(f"sqlite:///{tmp_path / 'index.sqlite'}", str(tmp_path / "objects"))
+    for n in range(1200):  # more than one batch
+        arc.audit.record(ORIGIN, "QUERY", "STUDY", "", f"{n} matches")
+    arc.close()  # flushes
+    arc = Archive.open(f"sqlite:///{tmp_path / 'index.sqlite'}", str(tmp_path / "objects"))
+    outcomes = [r["outcome"] for r in table_rows(arc, "audit_event")]
+    arc.close()
+    assert outcomes == [f"{n} matches" for n in range(1200)]
 
 
 # --- the sample studies ---------------------------------------------------------------------

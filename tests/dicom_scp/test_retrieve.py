@@ -7,8 +7,11 @@ with what the archive stored; storescp and getscu run bit-preserving (+B).
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import dcmread
@@ -35,6 +38,7 @@ from tests.dicom_scp.helpers import (
     storescp,
     storescu,
     storescu_results,
+    wait_for,
 )
 
 
@@ -286,3 +290,30 @@ def test_c_move_with_a_missing_object_fails_that_one_and_sends_the_rest(server: 
         got = received(scp.directory)
     assert got == {uid: o.dataset for uid, o in objects.items() if uid != lost_uid}
     assert f"cannot read {lost_uid}" in server.log()
+
+
+def audit_events(server: Server, action: str) -> list[dict[str, Any]]:
+    with closing(sqlite3.connect(server.data / "index.sqlite")) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute("SELECT * FROM audit_event WHERE action = ? ORDER BY pk", (action,))
+        return [dict(row) for row in rows]
+
+
+def test_queries_and_retrieves_are_audited(samples_server: Server, tmp_path: Path) -> None:
+    """Every read of patient data by a system is in the audit log: who, from where, what."""
+    before_queries = len(audit_events(samples_server, "QUERY"))
+    before_retrieves = len(audit_events(samples_server, "RETRIEVE"))
+    dcmtk("findscu", "-S", "-aet", "AUDITFIND", "-aec", samples_server.aet,
+          "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=BN26001001", "-k", "StudyInstanceUID",
+          HOST, samples_server.port)  # fmt: skip
+    dcmtk("getscu", "-S", "-aet", "AUDITGET", "-aec", samples_server.aet, "-od", tmp_path,
+          "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={CT.study_uid}",
+          HOST, samples_server.port)  # fmt: skip
+    queries = wait_for(lambda: audit_events(samples_server, "QUERY")[before_queries:] or None,
+                       what="the query's audit event")  # fmt: skip
+    assert [(q["actor"], q["address"], q["level"], q["outcome"], q["detail"]) for q in queries] == [
+        ("AUDITFIND", "127.0.0.1", "STUDY", "1 matches", "PatientID")]
+    retrieves = wait_for(lambda: audit_events(samples_server, "RETRIEVE")[before_retrieves:] or None,
+                         what="the retrieve's audit event")  # fmt: skip
+    assert [(r["actor"], r["level"], r["uid"]) for r in retrieves] == [
+        ("AUDITGET", "STUDY", CT.study_uid)]

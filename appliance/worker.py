@@ -1,0 +1,70 @@
+"""One DICOM worker process (started by appliance.workers, not by hand).
+
+It loads the settings the supervisor passed in its environment, opens the
+archive and serves DICOM associations on the listening socket it inherited.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+from appliance import logs
+from appliance.services import ServiceError, dicom_config, open_archive
+from appliance.settings import SettingsError, load
+from appliance.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this process when the supervisor dies (PR_SET_PDEATHSIG)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        log.warning("cannot ask to die with the supervisor on this system")
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="minipacs-worker", description=__doc__)
+    parser.add_argument("--fd", type=int, required=True, help="inherited listening socket")
+    parser.add_argument("--number", type=int, required=True, help="worker number, for the log")
+    parser.add_argument("--parent", type=int, required=True, help="the supervisor's pid")
+    args = parser.parse_args(argv)
+    die_with_parent(args.parent)
+    try:
+        settings = load()
+    except SettingsError as exc:
+        print(f"minipacs worker {args.number}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings["log.level"], tag=f"dicom-{args.number}")
+    try:
+        archive = open_archive(settings)
+    except ServiceError as exc:
+        log.error("%s", exc)
+        return 1
+    from dicom_scp import DicomService
+
+    listen_socket = socket.socket(fileno=args.fd)
+    config = dicom_config(settings, spool_dir=settings.spool_dir / f"w{args.number}",
+                          session_prefix=f"w{args.number}.")  # fmt: skip
+    try:
+        Supervisor([DicomService(archive, config, listen_socket=listen_socket)]).run()
+    finally:
+        archive.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
