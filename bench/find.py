@@ -3,8 +3,10 @@
 Fills a fresh index with bench/populate.py (or reuses bench/out/find-index-N
 with --reuse), starts `minipacs serve` on it and asks study-level C-FINDs as a
 workstation would, one association per query type, each query with another
-value taken from the index: Patient ID, patient name prefix (NGUYEN^V*,
-TRAN*), a one-week and a one-month StudyDate range.
+value taken from the index: Patient ID, patient name prefixes (a whole name
+with the last word cut to one letter, NGUYEN^VAN^A*; family name and an
+initial, NGUYEN^V*; family name alone, TRAN*), a one-week and a one-month
+StudyDate range.
 
     bench/find [--instances 100000] [--reuse] [--queries 200]
 """
@@ -73,6 +75,14 @@ class Values:
     def patient_id(self, rng: random.Random) -> str:
         return str(rng.choice(self.patient_ids))
 
+    def name_prefix(self, rng: random.Random) -> str:
+        """``NGUYEN^VAN^A*``: a patient's name with the last word cut to its first letter,
+        as a clerk types it before the end of the name."""
+        words = [w for w in rng.choice(self.names) if w]
+        while len(words) < 2:
+            words = [w for w in rng.choice(self.names) if w]
+        return "^".join(words[:-1]) + f"^{words[-1][0]}*"
+
     def family_initial(self, rng: random.Random) -> str:
         """``NGUYEN^V*``: a patient's family name and the first letter of the next word."""
         words = [w for w in rng.choice(self.names) if w]
@@ -96,6 +106,7 @@ class Values:
 def query_types(values: Values) -> list[QueryType]:
     return [
         QueryType("PatientID exact", "PatientID", 30, Values.patient_id),
+        QueryType("PatientName NAME^G*", "PatientName", 50, Values.name_prefix),
         QueryType("PatientName FAMILY^G*", "PatientName", 50, Values.family_initial),
         QueryType("PatientName FAMILY*", "PatientName", 50, Values.family),
         QueryType("StudyDate 1-week range", "StudyDate", 50, values.date_range(7)),

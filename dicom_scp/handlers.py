@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pynetdicom import build_context, evt
+from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
@@ -31,6 +32,7 @@ from dicom_scp import status
 from dicom_scp.associations import AssociationLog
 from dicom_scp.contexts import PATIENT_ROOT, VERIFICATION, contexts_for_sending
 from dicom_scp.sockets import set_nodelay
+from dicom_scp.transcode import fit_for_peer
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +145,17 @@ def handle_move(
         yield refs, None
         return
     pairs = {(r.sop_class_uid, r.transfer_syntax_uid) for r in refs}
+    # pynetdicom opens the association to the destination itself; catch it
+    # when established to see which transfer syntaxes the destination took.
+    peer: list[Association] = []
     yield destination.host, destination.port, {
         "contexts": contexts_for_sending(pairs),
-        "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay)],
-    }
+        "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay),
+                         (evt.EVT_ESTABLISHED, lambda e: peer.append(e.assoc))],
+    }  # fmt: skip
     yield len(refs)
-    yield from _send(event, archive, refs, origin, f"C-MOVE to {destination_title}")
+    yield from _send(event, archive, refs, origin, f"C-MOVE to {destination_title}",
+                     lambda: peer[0] if peer else None)  # fmt: skip
 
 
 def handle_get(event: Event, archive: Archive, associations: AssociationLog) -> Iterator[Any]:
@@ -160,7 +167,7 @@ def handle_get(event: Event, archive: Archive, associations: AssociationLog) -> 
         yield refs, None
         return
     yield len(refs)
-    yield from _send(event, archive, refs, origin, "C-GET")
+    yield from _send(event, archive, refs, origin, "C-GET", lambda: event.assoc)
 
 
 def _instances(event: Event, archive: Archive, origin: Origin) -> list[InstanceRef] | Dataset:
@@ -180,7 +187,8 @@ def _instances(event: Event, archive: Archive, origin: Origin) -> list[InstanceR
 
 
 def _send(
-    event: Event, archive: Archive, refs: list[InstanceRef], origin: Origin, what: str
+    event: Event, archive: Archive, refs: list[InstanceRef], origin: Origin, what: str,
+    peer: Callable[[], Association | None],
 ) -> Iterator[tuple[int, Dataset | None]]:
     started = time.perf_counter()
     # Audited when asked, not when done: an aborted retrieve was still a read.
@@ -206,7 +214,7 @@ def _send(
             yield status.PENDING, failed
             continue
         sent += 1
-        yield status.PENDING, dataset
+        yield status.PENDING, fit_for_peer(dataset, peer())
     log.info("%s from %s: %d instances of %d studies handed over in %.1f s", what, origin,
              sent, len(per_study), time.perf_counter() - started)  # fmt: skip
 

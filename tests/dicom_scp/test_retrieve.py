@@ -23,7 +23,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from tests.conftest import Server, dcmtk, free_port, require_private_network
+from tests.conftest import DX_FILE, US_FILES, Server, dcmtk, free_port, require_private_network
 from tests.dicom_scp.helpers import (
     CT,
     DX,
@@ -317,3 +317,41 @@ def test_queries_and_retrieves_are_audited(samples_server: Server, tmp_path: Pat
                          what="the retrieve's audit event")  # fmt: skip
     assert [(r["actor"], r["level"], r["uid"]) for r in retrieves] == [
         ("AUDITGET", "STUDY", CT.study_uid)]
+
+
+def test_compressed_objects_reach_a_peer_that_only_takes_uncompressed(
+    samples_server: Server, tmp_path: Path
+) -> None:
+    """dcmtk's storescp by default accepts only uncompressed syntaxes, as do many older
+    workstations: the JPEG 2000 DX and the JPEG baseline cine arrive decompressed, with
+    their SOP Instance UIDs, pixel for pixel what the stored objects decode to."""
+    with storescp(tmp_path, aet="PLAINSCP", accept_all=False) as scp:
+        register_ae(samples_server, scp.aet, HOST, scp.port)
+        output = movescu(samples_server, scp.aet, "QueryRetrieveLevel=STUDY",
+                         f"StudyInstanceUID={DX.study_uid}\\{US.study_uid}")  # fmt: skip
+        assert_moved(output, len(DX.sop_uids) + len(US.sop_uids))
+        arrived = {str(dcmread(p).SOPInstanceUID): dcmread(p) for p in scp.files()}
+    assert sorted(arrived) == sorted(DX.sop_uids + US.sop_uids)
+    originals = {str(dcmread(p).SOPInstanceUID): dcmread(p) for p in [DX_FILE, *US_FILES]}
+    for uid, ds in arrived.items():
+        assert not ds.file_meta.TransferSyntaxUID.is_compressed, uid
+        original = originals[uid]
+        assert (ds.pixel_array == original.pixel_array).all(), f"{uid}: pixels changed"
+        assert ds.SOPClassUID == original.SOPClassUID and ds.PatientName == original.PatientName
+    assert "decompressed" in samples_server.log()
+
+
+def test_getscu_offering_uncompressed_gets_compressed_objects_decompressed(
+    samples_server: Server, tmp_path: Path
+) -> None:
+    """getscu proposes JPEG 2000 and the uncompressed syntaxes in one context; the server
+    takes the uncompressed one and decompresses the JPEG 2000 DX for it."""
+    result = dcmtk("getscu", "-v", "-S", "-aec", samples_server.aet, "+xv", "-od", tmp_path,
+                   "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={DX.study_uid}",
+                   HOST, samples_server.port)  # fmt: skip
+    output = result.stdout + result.stderr
+    assert "Received C-GET Response (Success)" in output, output
+    [path] = [p for p in tmp_path.iterdir() if p.is_file()]
+    got, original = dcmread(path), dcmread(DX_FILE)
+    assert got.SOPInstanceUID == original.SOPInstanceUID
+    assert (got.pixel_array == original.pixel_array).all()
