@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import logs
-from appliance.services import ServiceError, dicom_config, open_archive
+from appliance.services import ServiceError, dicom_config, open_archive, startup_report
 from appliance.settings import FLAGS, Settings, SettingsError, load
 
 log = logging.getLogger("minipacs")
@@ -134,25 +134,24 @@ def _open_archive(settings: Settings) -> Any:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") -> int:
     from appliance.supervisor import Supervisor
-    from appliance.workers import DicomWorkers
-    from dicom_scp import DicomService
+    from appliance.workers import DicomWorkers, prepare
 
-    archive = _open_archive(settings)
-    dicom: DicomService | DicomWorkers
+    archive = None
+    dicom: Any
     if settings.dicom_workers > 1:
+        # The supervisor stays small: a short-lived process brings the index
+        # up to date and reports on it, and the workers do the DICOM work.
+        code = prepare(settings)
+        if code != 0:
+            return code
         dicom = DicomWorkers(settings, settings.dicom_workers)
     else:
+        from dicom_scp import DicomService
+
+        archive = _open_archive(settings)
+        startup_report(archive, settings)
         dicom = DicomService(archive, dicom_config(settings))
     supervisor = Supervisor([dicom])
-    stats = archive.statistics()
-    log.info("archive %s: %d patients, %d studies, %d instances (%.1f MB)", settings.data_dir,
-             stats.patients, stats.studies, stats.instances, stats.size_bytes / 1e6)  # fmt: skip
-    log.info("HTTP (port %d) and HL7 (port %d) listeners are not part of this version yet",
-             settings["http.port"], settings["hl7.port"])  # fmt: skip
-    _warn_if_below_reserve(archive, settings)
-    if settings["dicom.calling_ae"] == "registered" and not archive.registry.list():
-        log.warning("dicom.calling_ae = \"registered\" but no AE is registered, so every "
-                    "association will be refused: register modalities with `minipacs ae add`")  # fmt: skip
 
     def started() -> None:
         if banner:
@@ -163,24 +162,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") ->
     except OSError as exc:
         raise CommandError(_listen_error(settings, exc)) from exc
     finally:
-        archive.close()
+        if archive is not None:
+            archive.close()
     log.info("minipacs stopped")
     return 0
-
-
-def _warn_if_below_reserve(archive: Any, settings: Settings) -> None:
-    """Say so at start-up, not only in one warning per refused image."""
-    free_bytes = getattr(archive.objects, "free_bytes", None)  # filesystem stores only
-    reserve_mb = settings["storage.reserve_mb"]
-    if free_bytes is None or not reserve_mb:
-        return
-    free_mb = free_bytes() // 2**20
-    if free_mb < reserve_mb:
-        log.warning(
-            "only %d MiB free for the archive, less than storage.reserve_mb = %d: new images "
-            "will be refused (out of resources) until space is freed or storage.reserve_mb "
-            "(MINIPACS_STORAGE_RESERVE_MB) is lowered", free_mb, reserve_mb,
-        )  # fmt: skip
 
 
 def _listen_error(settings: Settings, exc: OSError) -> str:

@@ -19,7 +19,8 @@ class ServiceError(Exception):
     """Something the operator must fix before the service can run; the message says what."""
 
 
-def open_archive(settings: Settings) -> Archive:
+def open_archive(settings: Settings, upgrade: bool = True) -> Archive:
+    """Open the archive the settings name; `upgrade` brings the index schema up to date."""
     from archive import Archive  # imported here so `minipacs --help` stays fast
 
     try:
@@ -34,6 +35,7 @@ def open_archive(settings: Settings) -> Archive:
             settings.database_url,
             settings.storage_url,
             reserve_bytes=settings["storage.reserve_mb"] * 2**20,
+            upgrade=upgrade,
         )
     except Exception as exc:
         raise ServiceError(f"cannot open the archive in {settings.data_dir}: {exc}") from exc
@@ -56,3 +58,23 @@ def dicom_config(settings: Settings, spool_dir: Path | None = None, session_pref
         spool_dir=spool_dir or settings.spool_dir,
         session_prefix=session_prefix,
     )
+
+
+def startup_report(archive: Archive, settings: Settings) -> None:
+    """What the operator should know when the service starts."""
+    stats = archive.statistics()
+    log.info("archive %s: %d patients, %d studies, %d instances (%.1f MB)", settings.data_dir,
+             stats.patients, stats.studies, stats.instances, stats.size_bytes / 1e6)  # fmt: skip
+    log.info("HTTP (port %d) and HL7 (port %d) listeners are not part of this version yet",
+             settings["http.port"], settings["hl7.port"])  # fmt: skip
+    free_bytes = getattr(archive.objects, "free_bytes", None)  # filesystem stores only
+    reserve_mb = settings["storage.reserve_mb"]
+    if free_bytes is not None and reserve_mb and free_bytes() // 2**20 < reserve_mb:
+        log.warning(
+            "only %d MiB free for the archive, less than storage.reserve_mb = %d: new images "
+            "will be refused (out of resources) until space is freed or storage.reserve_mb "
+            "(MINIPACS_STORAGE_RESERVE_MB) is lowered", free_bytes() // 2**20, reserve_mb,
+        )  # fmt: skip
+    if settings["dicom.calling_ae"] == "registered" and not archive.registry.list():
+        log.warning("dicom.calling_ae = \"registered\" but no AE is registered, so every "
+                    "association will be refused: register modalities with `minipacs ae add`")  # fmt: skip

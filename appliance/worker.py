@@ -16,8 +16,8 @@ import sys
 from collections.abc import Sequence
 
 from appliance import logs
-from appliance.services import ServiceError, dicom_config, open_archive
-from appliance.settings import SettingsError, load
+from appliance.services import ServiceError, dicom_config, open_archive, startup_report
+from appliance.settings import Settings, SettingsError, load
 from appliance.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -38,19 +38,26 @@ def die_with_parent(parent: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minipacs-worker", description=__doc__)
-    parser.add_argument("--fd", type=int, required=True, help="inherited listening socket")
-    parser.add_argument("--number", type=int, required=True, help="worker number, for the log")
-    parser.add_argument("--parent", type=int, required=True, help="the supervisor's pid")
+    parser.add_argument("--prepare", action="store_true",
+                        help="only bring the index up to date and report on it, then exit")  # fmt: skip
+    parser.add_argument("--fd", type=int, help="inherited listening socket")
+    parser.add_argument("--number", type=int, default=0, help="worker number, for the log")
+    parser.add_argument("--parent", type=int, help="the supervisor's pid")
     args = parser.parse_args(argv)
-    die_with_parent(args.parent)
+    if args.parent is not None:
+        die_with_parent(args.parent)
     try:
         settings = load()
     except SettingsError as exc:
-        print(f"minipacs worker {args.number}: configuration error: {exc}", file=sys.stderr)
+        print(f"minipacs: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.prepare:
+        return _prepare(settings)
+    if args.fd is None:
+        parser.error("--fd is required to serve")
     logs.configure(settings["log.level"], tag=f"dicom-{args.number}")
     try:
-        archive = open_archive(settings)
+        archive = open_archive(settings, upgrade=False)
     except ServiceError as exc:
         log.error("%s", exc)
         return 1
@@ -61,6 +68,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                           session_prefix=f"w{args.number}.")  # fmt: skip
     try:
         Supervisor([DicomService(archive, config, listen_socket=listen_socket)]).run()
+    finally:
+        archive.close()
+    return 0
+
+
+def _prepare(settings: Settings) -> int:
+    logs.configure(settings["log.level"])
+    try:
+        archive = open_archive(settings)
+    except ServiceError as exc:
+        print(f"minipacs: {exc}", file=sys.stderr)
+        return 1
+    try:
+        startup_report(archive, settings)
     finally:
         archive.close()
     return 0

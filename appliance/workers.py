@@ -28,6 +28,22 @@ _RESTART_WINDOW = 60.0
 _MAX_RESTARTS = 5
 
 
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The environment of a worker: ours, plus the resolved settings as MINIPACS_* variables."""
+    return {**os.environ, **as_environment(settings)}
+
+
+def prepare(settings: Settings) -> int:
+    """Bring the index up to date and report on it, in a process of its own.
+
+    Returns its exit status; it has already told the operator what is wrong.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.worker", "--prepare"],
+        env=worker_environment(settings), check=False,
+    ).returncode  # fmt: skip
+
+
 class DicomWorkers:
     """The DICOM listener as N worker processes (the Listener protocol of appliance.supervisor)."""
 
@@ -85,7 +101,7 @@ class DicomWorkers:
     def _spawn(self, number: int) -> None:
         assert self._socket is not None
         fd = self._socket.fileno()
-        env = {**os.environ, **as_environment(self.settings)}
+        env = worker_environment(self.settings)
         self._workers[number] = subprocess.Popen(
             [sys.executable, "-m", "appliance.worker", "--fd", str(fd), "--number", str(number),
              "--parent", str(os.getpid())],

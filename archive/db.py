@@ -17,10 +17,13 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
+from typing import TYPE_CHECKING
+
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import Connection
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +96,15 @@ class Database:
             self._lock_file = os.open(f"{database}.write-lock", os.O_RDWR | os.O_CREAT, 0o600)
 
     @classmethod
-    def open(cls, url: str) -> Database:
-        """Connect to `url` and bring its schema up to date."""
+    def open(cls, url: str, upgrade: bool = True) -> Database:
+        """Connect to `url` and (unless told not to) bring its schema up to date.
+
+        DICOM worker processes pass ``upgrade=False``: the supervisor has
+        upgraded the schema before starting them, and they need not load Alembic.
+        """
         db = cls(make_engine(url))
-        migrate(db.engine)
+        if upgrade:
+            migrate(db.engine)
         return db
 
     @contextmanager
@@ -125,6 +133,8 @@ class Database:
 
 
 def alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config  # loaded only to migrate: it costs ~10 MB per process
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
@@ -134,6 +144,8 @@ def alembic_config(engine: Engine) -> Config:
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent)."""
     before = set(inspect(engine).get_table_names())
+    from alembic import command
+
     command.upgrade(alembic_config(engine), "head")
     if "alembic_version" not in before:
         log.info("created the index schema in %s", engine.url.render_as_string())

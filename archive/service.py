@@ -42,9 +42,11 @@ class Archive:
         self._query = QueryService(db)
 
     @classmethod
-    def open(cls, database_url: str, storage_url: str, reserve_bytes: int = 0) -> Archive:
-        """Open (and migrate) the index and open the object store."""
-        return cls(Database.open(database_url), open_store(storage_url, reserve_bytes))
+    def open(
+        cls, database_url: str, storage_url: str, reserve_bytes: int = 0, upgrade: bool = True
+    ) -> Archive:
+        """Open the index (bringing its schema up to date unless `upgrade` is False) and the store."""
+        return cls(Database.open(database_url, upgrade), open_store(storage_url, reserve_bytes))
 
     def close(self) -> None:
         """Write what is still queued (audit events) and close the database."""

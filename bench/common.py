@@ -97,16 +97,15 @@ class RssMonitor:
         self._thread.join()
 
     def _run(self) -> None:
-        try:
-            process = psutil.Process(self.pid)
-            while not self._stop.is_set():
-                self.sampled = max(self.sampled, process.memory_info().rss)
-                self._stop.wait(self.interval)
-        except psutil.Error:
-            pass
+        while not self._stop.is_set():
+            self.sampled = max(self.sampled, rss(self.pid))
+            self._stop.wait(self.interval)
 
     @property
     def peak(self) -> int:
+        """The largest sample; for a single process also its kernel high-water mark."""
+        if len(process_tree(self.pid)) > 1:
+            return self.sampled
         return max(self.sampled, vm_hwm(self.pid))
 
 
@@ -122,20 +121,45 @@ def vm_hwm(pid: int) -> int:
     return 0
 
 
-def rss(pid: int) -> int:
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A server process and its worker processes (minipacs serves DICOM from several)."""
     try:
-        return int(psutil.Process(pid).memory_info().rss)
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0
+        return []
+
+
+def rss(pid: int) -> int:
+    """Resident memory of a server and its workers.
+
+    One process: its RSS. Several: the sum of their PSS (proportional set
+    size), which counts the shared libraries and pages they share once
+    instead of once per process.
+    """
+    tree = process_tree(pid)
+    total = 0
+    for process in tree:
+        try:
+            if len(tree) == 1:
+                total += int(process.memory_info().rss)
+            else:
+                total += int(process.memory_full_info().pss)
+        except psutil.Error:
+            pass
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    try:
-        times = psutil.Process(pid).cpu_times()
-    except psutil.Error:
-        return 0.0
-    return float(times.user + times.system)
+    """User + system CPU time a server and its workers have used so far."""
+    total = 0.0
+    for process in process_tree(pid):
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += float(times.user + times.system)
+    return total
 
 
 def percentile(values: Sequence[float], p: float) -> float:

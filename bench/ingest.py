@@ -227,7 +227,7 @@ def report(runs: list[Run], scenarios: list[Scenario], kinds: list[str], repeat:
     """The summary table: best and median per server, the Orthanc ratio, the targets."""
     lines = [
         f"Ingest, dcmtk storescu -> server on 127.0.0.1: best / median of {repeat} run(s); "
-        "MB = 2^20 bytes; RSS = server peak resident memory",
+        "MB = 2^20 bytes; RSS = server peak resident memory (minipacs: supervisor + DICOM workers, summed as PSS)",
         f"disk probe (fsynced 512 KB files/s): {', '.join(f'{p:.0f}' for p in probes)}",
         "",
     ]

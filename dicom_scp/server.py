@@ -177,6 +177,11 @@ def _configure_pynetdicom(spool_dir: Path) -> None:
     tempfile.tempdir = str(spool_dir)
 
 
+# Seconds a worker waits per association it serves before accepting another.
+_BACKOFF_PER_ASSOCIATION = 0.003
+_BACKOFF_LIMIT = 0.05
+
+
 def _shared_server(listen_socket: socket.socket) -> type[ThreadedAssociationServer]:
     """A pynetdicom server class that accepts on a socket another process opened.
 
@@ -185,10 +190,21 @@ def _shared_server(listen_socket: socket.socket) -> type[ThreadedAssociationServ
     them, and Python's GIL no longer caps the service at one core. The socket
     is non-blocking so a worker that loses the race for a connection goes back
     to waiting instead of blocking in accept().
+
+    Every worker is woken for each new connection and the first to accept it
+    wins; a worker waits a moment per association it already serves before
+    trying, so the least busy one wins and several modalities sending at once
+    are spread over the workers instead of piling onto one.
     """
     listen_socket.setblocking(False)
 
     class SharedSocketServer(ThreadedAssociationServer):
+        def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+            busy = len(self.active_associations)
+            if busy:
+                time.sleep(min(_BACKOFF_PER_ASSOCIATION * busy, _BACKOFF_LIMIT))
+            return super().get_request()
+
         def server_bind(self) -> None:
             if self.socket is not None:
                 self.socket.close()  # the one socketserver made; ours is already bound
