@@ -1,9 +1,11 @@
 """Which attributes belong to which level, and the index record of an instance.
 
 The level sets follow the Patient/Study/Series/Composite Object Instance keys
-of PS3.4 C.6.1.1 and C.6.2.1, the QIDO-RS attribute tables of PS3.18 10.6,
-and the attributes the web viewer needs to lay out a study without opening
-files. What a level stores of these is its ``attrs`` (DICOM JSON).
+of PS3.4 C.6.1.1 and C.6.2.1 and the QIDO-RS attribute tables of PS3.18 10.6.
+What a level stores of these is its ``attrs`` (DICOM JSON). The instance set
+is kept short on purpose: it is converted for every image received, and the
+image-level details a viewer needs (windows, spacing, positions) come from
+the object's own header (WADO-RS metadata), as in Orthanc.
 """
 
 from __future__ import annotations
@@ -50,17 +52,8 @@ SERIES_KEYWORDS: tuple[str, ...] = (
 
 INSTANCE_KEYWORDS: tuple[str, ...] = (
     "SOPInstanceUID", "SOPClassUID", "InstanceNumber", "ContentDate", "ContentTime",
-    "AcquisitionDate", "AcquisitionTime", "AcquisitionDateTime", "AcquisitionNumber",
-    "InstanceCreationDate", "InstanceCreationTime", "ImageType", "NumberOfFrames",
-    "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
-    "SamplesPerPixel", "PhotometricInterpretation", "PlanarConfiguration",
-    "PixelSpacing", "ImagerPixelSpacing", "PixelSpacingCalibrationType",
-    "SliceThickness", "SliceLocation", "ImagePositionPatient", "ImageOrientationPatient",
-    "WindowCenter", "WindowWidth", "WindowCenterWidthExplanation", "VOILUTFunction",
-    "RescaleIntercept", "RescaleSlope", "RescaleType", "PresentationIntentType",
-    "FrameTime", "FrameIncrementPointer", "CineRate", "RecommendedDisplayFrameRate",
-    "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod",
-    "BurnedInAnnotation", "ConceptNameCodeSequence", "CompletionFlag", "VerificationFlag",
+    "AcquisitionDateTime", "ImageType", "NumberOfFrames", "Rows", "Columns", "BitsAllocated",
+    "PhotometricInterpretation", "ConceptNameCodeSequence", "CompletionFlag", "VerificationFlag",
     "ContentLabel", "ContentDescription", "DocumentTitle", "MIMETypeOfEncapsulatedDocument",
 )  # fmt: skip
 
