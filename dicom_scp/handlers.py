@@ -37,7 +37,6 @@ from dicom_scp.transcode import fit_for_peer
 log = logging.getLogger(__name__)
 
 
-
 def handle_echo(event: Event) -> int:
     """C-ECHO (PS3.4 A.4): we are here."""
     return status.SUCCESS
@@ -114,8 +113,12 @@ def handle_find(
         yield status.with_comment(status.UNABLE_TO_PROCESS, "internal error"), None
         return
     finally:
+        # The audit trail records what was asked, values included ("who looked
+        # for whom"); the log line names only the keys (no patient names in logs).
         keys = ", ".join(sorted(_keyword(t) for t in query.conditions)) or "everything"
-        archive.audit.record(origin, "QUERY", query.level.name, "", f"{matches} matches", keys)
+        asked = "; ".join(f"{_keyword(t)}={_value(identifier, t)}" for t in sorted(query.conditions))
+        archive.audit.record(origin, "QUERY", query.level.name, "", f"{matches} matches",
+                             asked or "everything")  # fmt: skip
     log.info("C-FIND %s level from %s on %s: %d matches in %.0f ms", query.level.name, origin,
              keys, matches, (time.perf_counter() - started) * 1000)  # fmt: skip
 
@@ -217,6 +220,13 @@ def _send(
         yield status.PENDING, fit_for_peer(dataset, peer())
     log.info("%s from %s: %d instances of %d studies handed over in %.1f s", what, origin,
              sent, len(per_study), time.perf_counter() - started)  # fmt: skip
+
+
+def _value(identifier: Dataset, tag: int) -> str:
+    element = identifier.get(tag)
+    if element is None or element.VR == "SQ":
+        return "(sequence)" if element is not None else ""
+    return str(element.value)[:200]
 
 
 def _keyword(tag: int) -> str:

@@ -326,7 +326,7 @@ def test_queries_and_retrieves_are_audited(samples_server: Server, tmp_path: Pat
     queries = wait_for(lambda: audit_events(samples_server, "QUERY")[before_queries:] or None,
                        what="the query's audit event")  # fmt: skip
     assert [(q["actor"], q["address"], q["level"], q["outcome"], q["detail"]) for q in queries] == [
-        ("AUDITFIND", "127.0.0.1", "STUDY", "1 matches", "PatientID")]
+        ("AUDITFIND", "127.0.0.1", "STUDY", "1 matches", "PatientID=BN26001001")]
     retrieves = wait_for(lambda: audit_events(samples_server, "RETRIEVE")[before_retrieves:] or None,
                          what="the retrieve's audit event")  # fmt: skip
     assert [(r["actor"], r["level"], r["uid"]) for r in retrieves] == [
