@@ -259,7 +259,18 @@ class QueryService:
         self._db = db
 
     def find(self, query: Query) -> Iterator[Dataset]:
-        """Yield one dataset per match, fetched in pages so no read stays open for long."""
+        """One dataset per match, with the keys the query asked for."""
+        for attrs in self.find_json(query):
+            yield dataset_from_json(attrs)
+
+    def find_json(self, query: Query) -> Iterator[dict[str, Any]]:
+        """One DICOM JSON object (PS3.18 F.2) per match, fetched in pages so no
+        read stays open for long.
+
+        The form the index stores: QIDO-RS answers with it as it is, and the
+        DICOM service encodes it straight to the wire without building a
+        pydicom Dataset per match.
+        """
         base_pk = _BASE_PK[query.level]
         stmt = self._select(query)
         if query.limit is not None or query.offset:
@@ -327,7 +338,7 @@ class QueryService:
             ]  # fmt: skip
         return select(*columns).select_from(_joined(level)).where(*self._clauses(query))
 
-    def _response(self, query: Query, row: Any) -> Dataset:
+    def _response(self, query: Query, row: Any) -> dict[str, Any]:
         merged: dict[str, Any] = dict(row["p_attrs"])
         for name in ("st_attrs", "se_attrs", "i_attrs"):
             if name in row:
@@ -338,25 +349,29 @@ class QueryService:
         for level in Level:
             if level <= query.level:
                 wanted_tags.add(UNIQUE_KEYS[level])
-        stored = {k: v for k, v in merged.items() if int(k, 16) in wanted_tags}
-        ds = dataset_from_json(stored)
-        for tag, value in self._computed(query, row, wanted_tags).items():
-            ds.add(DataElement(tag, dictionary_VR(tag), value))
+        out: dict[int, dict[str, Any]] = {}
+        for key, element in merged.items():
+            tag = int(key, 16)
+            if tag in wanted_tags:
+                out[tag] = element
+        non_ascii = _has_non_ascii(out)
+        out.update(self._computed(query, row, wanted_tags))
         for element in wanted:
             tag = int(element.tag)
             owner = key_level(tag)
-            if tag not in ds:
-                ds.add(DataElement(tag, element.VR, DicomSequence() if element.VR == "SQ" else None))
+            if tag not in out:
+                out[tag] = {"vr": element.VR}
             elif element.VR == "SQ" and owner is not None and owner <= query.level:
-                _select_item_keys(ds[tag], element)
+                out[tag] = _select_item_keys(out[tag], element)
         for tag in wanted_tags - {int(e.tag) for e in wanted}:
-            if tag not in ds:
-                ds.add(DataElement(tag, dictionary_VR(tag), None))
-        if _has_non_ascii(stored):
-            ds.SpecificCharacterSet = "ISO_IR 192"
-        return ds
+            if tag not in out:
+                out[tag] = {"vr": dictionary_VR(tag)}
+        if non_ascii:
+            out[_CHARSET] = {"vr": "CS", "Value": ["ISO_IR 192"]}
+        return {f"{tag:08X}": out[tag] for tag in sorted(out)}
 
-    def _computed(self, query: Query, row: Any, wanted: set[int]) -> dict[int, Any]:
+    def _computed(self, query: Query, row: Any, wanted: set[int]) -> dict[int, dict[str, Any]]:
+        """The keys the index counts rather than stores, as JSON elements."""
         values: dict[int, Any] = {}
         level = query.level
 
@@ -368,20 +383,20 @@ class QueryService:
                                     ("NumberOfPatientRelatedSeries", "p_series"),
                                     ("NumberOfPatientRelatedInstances", "p_instances")):  # fmt: skip
                 if want(keyword, Level.PATIENT):
-                    values[_t(keyword)] = str(row[column])
+                    values[_t(keyword)] = int(row[column])
         if want("NumberOfStudyRelatedSeries", Level.STUDY) and level is Level.STUDY:
-            values[_t("NumberOfStudyRelatedSeries")] = str(row["num_series"])
+            values[_t("NumberOfStudyRelatedSeries")] = int(row["num_series"])
         if want("NumberOfStudyRelatedInstances", Level.STUDY) and level is Level.STUDY:
-            values[_t("NumberOfStudyRelatedInstances")] = str(row["st_instances"])
+            values[_t("NumberOfStudyRelatedInstances")] = int(row["st_instances"])
         if want("ModalitiesInStudy", Level.STUDY):
             values[_t("ModalitiesInStudy")] = [m for m in row["modalities_in_study"].split("\\") if m]
         if want("SOPClassesInStudy", Level.STUDY):
             values[_t("SOPClassesInStudy")] = self._sop_classes(row["study_pk"])
         if want("NumberOfSeriesRelatedInstances", Level.SERIES) and level is Level.SERIES:
-            values[_t("NumberOfSeriesRelatedInstances")] = str(row["se_instances"])
+            values[_t("NumberOfSeriesRelatedInstances")] = int(row["se_instances"])
         if want("AvailableTransferSyntaxUID", Level.IMAGE):
-            values[_t("AvailableTransferSyntaxUID")] = row["transfer_syntax_uid"]
-        return values
+            values[_t("AvailableTransferSyntaxUID")] = [row["transfer_syntax_uid"]]
+        return {tag: _json_element(tag, value) for tag, value in values.items()}
 
     def _sop_classes(self, study_pk: int) -> list[str]:
         stmt = (
@@ -414,18 +429,29 @@ def _joined(level: Level) -> Any:
     return joined
 
 
-def _select_item_keys(element: DataElement, query_element: DataElement) -> None:
+def _select_item_keys(element: dict[str, Any], query_element: DataElement) -> dict[str, Any]:
     """Keep only the item keys the query asked for (all of them for an empty item)."""
     items: Sequence[Dataset] = query_element.value or []
     if not items or len(items[0]) == 0:
-        return
-    keys = [e for e in items[0]]
-    for item in element.value:
-        for tag in [t for t in item.keys() if t not in {e.tag for e in keys}]:
-            del item[tag]
-        for key in keys:
-            if key.tag not in item:
-                item.add(DataElement(key.tag, key.VR, None))
+        return element
+    keys = {f"{int(e.tag):08X}": e.VR for e in items[0]}
+    selected = [
+        {key: item.get(key, {"vr": vr}) for key, vr in sorted(keys.items())}
+        for item in element.get("Value", [])
+    ]
+    return {"vr": "SQ", "Value": selected} if selected else {"vr": "SQ"}
+
+
+def _json_element(tag: int, value: Any) -> dict[str, Any]:
+    if not isinstance(value, list):
+        value = [value]
+    element: dict[str, Any] = {"vr": dictionary_VR(tag)}
+    if value:
+        element["Value"] = value
+    return element
+
+
+_CHARSET = _t("SpecificCharacterSet")
 
 
 def dataset_from_json(attrs: dict[str, Any]) -> Dataset:

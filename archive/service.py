@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -60,6 +60,10 @@ class Archive:
     def find(self, query: Query) -> Iterator[Dataset]:
         """Matches for `query`, one dataset each with the requested keys."""
         return self._query.find(query)
+
+    def find_json(self, query: Query) -> Iterator[dict[str, Any]]:
+        """Matches for `query` as DICOM JSON objects (PS3.18 F.2), keys sorted."""
+        return self._query.find_json(query)
 
     def count(self, query: Query) -> int:
         return self._query.count(query)

@@ -28,13 +28,16 @@ from archive import (
     query_from_identifier,
     require_unique_key,
 )
-from dicom_scp import status
+from dicom_scp import identifiers, status
 from dicom_scp.associations import AssociationLog
 from dicom_scp.contexts import PATIENT_ROOT, VERIFICATION, contexts_for_sending
 from dicom_scp.sockets import set_nodelay
 from dicom_scp.transcode import fit_for_peer
 
 log = logging.getLogger(__name__)
+
+_QR_LEVEL = "00080052"
+_RETRIEVE_AE = "00080054"
 
 
 def handle_echo(event: Event) -> int:
@@ -94,15 +97,16 @@ def handle_find(
     matches = 0
     started = time.perf_counter()
     try:
-        for ds in archive.find(query):
+        transfer_syntax = event.context.transfer_syntax
+        for attrs in archive.find_json(query):
             if event.is_cancelled:
                 log.info("C-FIND from %s cancelled after %d matches", origin, matches)
                 yield status.CANCEL, None
                 return
-            ds.QueryRetrieveLevel = query.level.name
-            ds.RetrieveAETitle = ae_title
+            attrs[_QR_LEVEL] = {"vr": "CS", "Value": [query.level.name]}
+            attrs[_RETRIEVE_AE] = {"vr": "AE", "Value": [ae_title]}
             matches += 1
-            yield status.PENDING, ds
+            yield status.PENDING, identifiers.identifier(attrs, transfer_syntax)
     except ArchiveError as exc:
         log.warning("C-FIND from %s failed: %s", origin, exc.message)
         yield status.with_comment(exc.dimse_status, exc.message), None
