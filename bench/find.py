@@ -1,9 +1,9 @@
 """C-FIND latency at study level over a populated index (default 100,000 instances).
 
 Fills a fresh index with bench/populate.py (or reuses bench/out/find-index-N
-with --reuse), starts `minipacs serve` on it and asks study-level C-FINDs as a
-workstation would, one association per query type, each query with another
-value taken from the index: Patient ID, patient name prefixes (a whole name
+with --reuse), starts `minipacs serve` on it and asks study-level C-FINDs with
+Debian's dcmtk findscu as a workstation would, 25 queries per association,
+each query with another value taken from the index: Patient ID, patient name prefixes (a whole name
 with the last word cut to one letter, NGUYEN^VAN^A*; family name and an
 initial, NGUYEN^V*; family name alone, TRAN*), a one-week and a one-month
 StudyDate range.
@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import random
+import os
+import re
 import shutil
-import socket
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -27,15 +29,14 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
-from pynetdicom import AE
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ImplicitVRLittleEndian
 
 import populate
 from archive.text import name_tokens
 from common import MiB, OUT, RssMonitor, describe_disk, median, percentile, run_folder
 from servers import Server, start_minipacs
 
-FIND = UID("1.2.840.10008.5.1.4.1.2.2.1")  # Study Root Query/Retrieve Information Model - FIND
 #: What a workstation's study list asks for.
 RETURN_KEYS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
                "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "StudyDescription",
@@ -123,49 +124,95 @@ def identifier(key: str, value: str) -> Dataset:
     return ds
 
 
+#: dcmtk's logger, set up to stamp every line with the time in microseconds
+#: (log4cplus PatternLayout: %Q is milliseconds with three decimals).
+LOG_CONFIG = """\
+log4cplus.rootLogger = INFO, out
+log4cplus.appender.out = log4cplus::ConsoleAppender
+log4cplus.appender.out.ImmediateFlush = true
+log4cplus.appender.out.layout = log4cplus::PatternLayout
+log4cplus.appender.out.layout.ConversionPattern = %D{%s.%Q} %m%n
+"""
+#: Queries per findscu process (= per association).
+BATCH = 25
+_LINE = re.compile(rb"^(\d+)\.(\d+\.\d+) (Sending Find Request|Find Response: \d+ \(Pending|"
+                   rb"Received Final Find Response \((.*)\))")  # fmt: skip
+
+
 def measure(server: Server, query: QueryType, values: Values, count: int, warmup: int, seed: int,
-            nagle: bool = False, max_seconds: float = 0) -> Result:  # fmt: skip
-    """One association; `warmup` queries, then `count` timed ones, each with a new value.
+            folder: Path, nagle: bool = False, max_seconds: float = 0) -> Result:  # fmt: skip
+    """`warmup` queries, then `count` timed ones, each with a new value, sent by
+    Debian's dcmtk findscu, BATCH queries per association.
+
+    findscu stamps its log lines with the time, so each query's latency is
+    read from its log: from "Sending Find Request" to "Received Final Find
+    Response", every match received and decoded by a real client in C++.
 
     With `max_seconds`, stops early once the timed queries have taken that
-    long (a NGUYEN* query returns thousands of matches and takes seconds).
+    long (a NGUYEN* query returns thousands of matches).
 
-    The client socket gets TCP_NODELAY unless `nagle`: pynetdicom's SCU leaves
-    Nagle's algorithm on, and with delayed ACKs that alone adds ~40 ms to every
-    query, which would measure the client rather than the server. Viewers built
-    on dcm4che set TCP_NODELAY; dcmtk does with TCP_NODELAY=1 in the environment.
+    Nagle's algorithm is off in findscu (TCP_NODELAY=1) unless `nagle`.
     """
     rng = random.Random(f"{seed}/{query.name}")
-    ae = AE(ae_title="BENCH")
-    ae.add_requested_context(FIND)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 120
-    assoc = ae.associate("127.0.0.1", server.port, ae_title=server.aet)
     result = Result(query)
-    if not assoc.is_established:
-        result.failures.append("association refused")
-        return result
-    if not nagle:
-        assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
-    try:
-        for i in range(warmup + count):
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "findscu-log.cfg"
+    config.write_text(LOG_CONFIG)
+    env = {**os.environ, "TCP_NODELAY": "0" if nagle else "1"}
+    done = 0
+    while done < warmup + count:
+        size = min(BATCH, warmup + count - done)
+        files = []
+        for i in range(size):
             value = query.values(values, rng)
-            started = time.perf_counter()
-            matches = 0
-            for status, _ in assoc.send_c_find(identifier(query.key, value), FIND):
-                code = getattr(status, "Status", None)
-                if code in (0xFF00, 0xFF01):
-                    matches += 1
-                elif code != 0x0000:
-                    result.failures.append(f"{query.key}={value}: status {code}")
-            elapsed = time.perf_counter() - started
-            if i >= warmup:
-                result.latencies.append(elapsed)
+            path = folder / f"q{i:03d}.dcm"
+            ds = identifier(query.key, value)
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+            ds.save_as(path, implicit_vr=True, little_endian=True)
+            files.append(path)
+        log = folder / "findscu.log"
+        with log.open("wb") as out:
+            run = subprocess.run(["findscu", "-S", "-aet", "BENCH", "-aec", server.aet, "-lc", str(config),
+                                  "-to", "120", "-ta", "120", "-td", "120",
+                                  "127.0.0.1", str(server.port), *map(str, files)],
+                                 stdout=out, stderr=subprocess.STDOUT, env=env, check=False)  # fmt: skip
+        timings = parse_findscu_log(log.read_bytes())
+        if run.returncode != 0 or len(timings) != size:
+            result.failures.append(f"{query.name}: findscu exit {run.returncode}, {len(timings)} of {size} "
+                                   f"queries answered; see {log}")  # fmt: skip
+            break
+        for latency, matches, final in timings:
+            if final != "Success":
+                result.failures.append(f"{query.name}: final status {final}")
+            if done >= warmup:
+                result.latencies.append(latency)
                 result.matches.append(matches)
-                if max_seconds and sum(result.latencies) > max_seconds:
-                    break
-    finally:
-        assoc.release()
+            done += 1
+        if max_seconds and sum(result.latencies) > max_seconds:
+            break
     return result
+
+
+def parse_findscu_log(log: bytes) -> list[tuple[float, int, str]]:
+    """(latency in seconds, matches, final status) per query, from findscu's time-stamped log."""
+    queries: list[tuple[float, int, str]] = []
+    sent: float | None = None
+    matches = 0
+    for line in log.splitlines():
+        m = _LINE.match(line)
+        if m is None:
+            continue
+        stamp = int(m.group(1)) + float(m.group(2)) / 1000
+        what = m.group(3)
+        if what.startswith(b"Sending"):
+            sent, matches = stamp, 0
+        elif what.startswith(b"Find Response"):
+            matches += 1
+        elif sent is not None:
+            queries.append((stamp - sent, matches, m.group(4).decode("ascii", "replace")))
+            sent = None
+    return queries
 
 
 def index_folder(instances: int, seed: int, reuse: bool, runs: Path) -> tuple[Path, bool]:
@@ -190,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop a query type's timed queries after this long (default 120; 0: no limit)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--client-nagle", action="store_true",
-                        help="leave Nagle's algorithm on in the SCU (stock pynetdicom/dcmtk); "
-                        "default: TCP_NODELAY, so the figures are the server's")  # fmt: skip
+                        help="Nagle's algorithm on in findscu (TCP_NODELAY=0); "
+                        "default: TCP_NODELAY=1, so the figures are the server's")  # fmt: skip
     args = parser.parse_args(argv)
 
     started = time.monotonic()
@@ -218,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         with RssMonitor(server.pid) as monitor:
             for query in query_types(values):
                 result = measure(server, query, values, args.queries, args.warmup, args.seed,
-                                 args.client_nagle, args.max_seconds)  # fmt: skip
+                                 runs / "queries", args.client_nagle, args.max_seconds)  # fmt: skip
                 results.append(result)
                 print(f"  {query.name}: {len(result.latencies)} queries in {sum(result.latencies):.0f} s",
                       flush=True)  # fmt: skip
@@ -253,12 +300,12 @@ def server_statistics(server: Server) -> str:
 
 
 def report(results: list[Result], queries: int, warmup: int, peak_rss: int, nagle: bool) -> str:
-    client = "Nagle on (stock)" if nagle else "TCP_NODELAY"
+    client = "Nagle on (TCP_NODELAY=0)" if nagle else "Nagle off (TCP_NODELAY=1)"
     lines = [
-        f"C-FIND, Study Root, STUDY level, {len(RETURN_KEYS)} return keys; one association per "
-        f"query type, {warmup} warm-up then {queries} timed queries, each with another value.",
-        f"latency = send_c_find() until the final status (all matches received); "
-        f"pynetdicom SCU on 127.0.0.1, client socket {client}",
+        f"C-FIND, Study Root, STUDY level, {len(RETURN_KEYS)} return keys; per query type "
+        f"{warmup} warm-up then {queries} timed queries, each with another value, {BATCH} per association.",
+        f"latency = findscu's log from sending the request to the final status (all matches received); "
+        f"dcmtk findscu on 127.0.0.1, {client}",
         "",
         f"{'query':<26} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'matches mean':>13} {'max':>6}  p95 target",
     ]

@@ -245,9 +245,17 @@ def instance_records(gen: Generator, first: IndexRecord, count: int, modality: s
         if modality == "CT":
             attrs["00200032"] = {"vr": "DS", "Value": [-190.0, -190.0, float(number)]}
             attrs["00201041"] = {"vr": "DS", "Value": [float(number)]}
-        instance = dataclasses.replace(first.instance, sop_instance_uid=uid, instance_number=number, attrs=attrs)
-        records.append(dataclasses.replace(first, instance=instance))
+        instance = dataclasses.replace(first.instance, sop_instance_uid=uid, instance_number=number)
+        instance.__dict__["attrs"] = attrs  # the cached property, worked out above
+        record = dataclasses.replace(first, sop_instance_uid=uid)
+        # The levels above are the first instance's (decoded once, cached on the record).
+        record.__dict__.update({k: v for k, v in first.__dict__.items() if k in _SHARED_LEVELS})
+        record.__dict__["instance"] = instance
+        records.append(record)
     return records
+
+
+_SHARED_LEVELS = ("patient", "other_ids", "study", "series")
 
 
 def populate(data_dir: Path, instances: int = 100_000, seed: int = 1, progress: bool = True) -> Summary:

@@ -28,7 +28,7 @@ from archive import (
     query_from_identifier,
     require_unique_key,
 )
-from dicom_scp import identifiers, status
+from dicom_scp import responses, status
 from dicom_scp.associations import AssociationLog
 from dicom_scp.contexts import PATIENT_ROOT, VERIFICATION, contexts_for_sending
 from dicom_scp.sockets import set_nodelay
@@ -106,7 +106,7 @@ def handle_find(
             attrs[_QR_LEVEL] = {"vr": "CS", "Value": [query.level.name]}
             attrs[_RETRIEVE_AE] = {"vr": "AE", "Value": [ae_title]}
             matches += 1
-            yield status.PENDING, identifiers.identifier(attrs, transfer_syntax)
+            yield status.PENDING, responses.identifier(attrs, transfer_syntax)
     except ArchiveError as exc:
         log.warning("C-FIND from %s failed: %s", origin, exc.message)
         yield status.with_comment(exc.dimse_status, exc.message), None

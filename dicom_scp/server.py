@@ -18,7 +18,7 @@ from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
 from archive import Archive
-from dicom_scp import handlers, identifiers
+from dicom_scp import handlers, responses
 from dicom_scp.associations import AssociationLog
 from dicom_scp.sockets import set_nodelay
 from dicom_scp.contexts import (
@@ -170,8 +170,8 @@ def _configure_pynetdicom(spool_dir: Path) -> None:
     # pynetdicom's own check would drop the association with a traceback and
     # no answer at all.
     _config.VALIDATORS["UI"] = _any_uid
-    # C-FIND matches go out encoded from the index's JSON (dicom_scp.identifiers).
-    identifiers.install()
+    # C-FIND matches go out encoded from the index's JSON (dicom_scp.responses).
+    responses.install()
     # pynetdicom spools into tempfile's directory; keep it on the archive's
     # disk (not a RAM-backed /tmp) and empty it of leftovers of a crash.
     shutil.rmtree(spool_dir, ignore_errors=True)

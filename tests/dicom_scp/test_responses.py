@@ -7,6 +7,7 @@ findscu check the same bytes on the wire.
 
 from __future__ import annotations
 
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,15 @@ from pydicom.uid import (
     UID,
 )
 from pynetdicom import service_class
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import C_FIND_RSP
+from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.dsutils import encode as pydicom_encode
 
 from archive import Archive, query_from_identifier
 from archive.query import dataset_from_json
-from dicom_scp import identifiers
-from dicom_scp.identifiers import EncodedIdentifier, Unencodable, encode
+from dicom_scp import responses
+from dicom_scp.responses import EncodedIdentifier, Unencodable, encode
 from tests.archive.helpers import identifier, ingest_ds, make_dataset, other_ids, uid
 from tests.conftest import SAMPLES
 
@@ -106,7 +110,7 @@ def test_sequences_decode_to_the_same_dataset(implicit: bool) -> None:
 def test_shapes_outside_the_fast_path_are_left_to_pydicom(attrs: dict[str, Any]) -> None:
     with pytest.raises(Unencodable):
         encode(attrs, False)
-    ds = identifiers.identifier(attrs, UID(ExplicitVRLittleEndian))
+    ds = responses.identifier(attrs, UID(ExplicitVRLittleEndian))
     assert not isinstance(ds, EncodedIdentifier)
     assert isinstance(ds, Dataset)
 
@@ -114,15 +118,15 @@ def test_shapes_outside_the_fast_path_are_left_to_pydicom(attrs: dict[str, Any])
 def test_big_endian_and_deflate_contexts_get_a_plain_dataset() -> None:
     attrs = {"00100020": element("LO", "BN1")}
     for syntax in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
-        ds = identifiers.identifier(attrs, UID(syntax))
+        ds = responses.identifier(attrs, UID(syntax))
         assert not isinstance(ds, EncodedIdentifier)
         assert ds.PatientID == "BN1"
-    assert isinstance(identifiers.identifier(attrs, UID(ImplicitVRLittleEndian)), EncodedIdentifier)
+    assert isinstance(responses.identifier(attrs, UID(ImplicitVRLittleEndian)), EncodedIdentifier)
 
 
 def test_installed_encoder_sends_the_bytes_as_they_are_and_passes_others_through() -> None:
-    identifiers.install()
-    identifiers.install()  # idempotent: wraps once
+    responses.install()
+    responses.install()  # idempotent: wraps once
     pynetdicom_encode = getattr(service_class, "encode")
     assert getattr(pynetdicom_encode, "_minipacs", False)
     attrs = {"00100010": element("PN", {"Alphabetic": "Nguyễn^Văn An"}), "00080005": element("CS", "ISO_IR 192")}
@@ -165,3 +169,66 @@ def test_every_sample_study_answer_at_every_level_matches_pydicom(
             else:
                 assert ours == reference(attrs, implicit), attrs
     assert checked > 30
+
+
+def pynetdicom_pdata(primitive: C_FIND, context_id: int, max_pdu: int) -> list[list[tuple[int, bytes]]]:
+    message = C_FIND_RSP()
+    message.primitive_to_message(primitive)
+    return [p.presentation_data_value_list for p in message.encode_msg(context_id, max_pdu)]
+
+
+@pytest.mark.parametrize("max_pdu", [0, 16382, 64], ids=["unlimited", "16k", "tiny-fragments"])
+@pytest.mark.parametrize("status", [0xFF00, 0xFF01])
+@pytest.mark.parametrize("sop_class", [
+    "1.2.840.10008.5.1.4.1.2.2.1",  # Study Root FIND: odd length, padded
+    "1.2.840.10008.5.1.4.1.2.1.1",  # Patient Root FIND
+])  # fmt: skip
+def test_pending_responses_are_the_p_data_pynetdicom_would_send(max_pdu: int, status: int, sop_class: str) -> None:
+    attrs = {"00080005": element("CS", "ISO_IR 192"),
+             "00100010": element("PN", {"Alphabetic": "Trần^Thị Đào"}), "00100020": element("LO", "BN26001002")}  # fmt: skip
+    encoded = encode(attrs, True)
+    primitive = C_FIND()
+    primitive.MessageIDBeingRespondedTo = 7
+    primitive.AffectedSOPClassUID = sop_class
+    primitive.Status = status
+    primitive.Identifier = BytesIO(encoded)
+    command = responses.find_pending_command(sop_class, 7, status)
+    ours = [p.presentation_data_value_list for p in responses.pending_pdata(command, encoded, 3, max_pdu)]
+    assert ours == pynetdicom_pdata(primitive, 3, max_pdu)
+    assert len(ours) > 2 if max_pdu == 64 else len(ours) == 2
+
+
+def find_response(status: int, identifier: bytes | None) -> C_FIND:
+    primitive = C_FIND()
+    primitive.MessageIDBeingRespondedTo = 2
+    primitive.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.1"
+    primitive.Status = status
+    if identifier is not None:
+        primitive.Identifier = BytesIO(identifier)
+    return primitive
+
+
+def test_only_pending_find_responses_with_an_identifier_take_the_fast_path() -> None:
+    data = encode({"00100020": element("LO", "BN1")}, True)
+    assert responses.fast_identifier(find_response(0xFF00, data)) == data
+    assert responses.fast_identifier(find_response(0xFF01, data)) == data
+    assert responses.fast_identifier(find_response(0x0000, None)) is None
+    assert responses.fast_identifier(find_response(0xFE00, None)) is None
+    assert responses.fast_identifier(find_response(0xA700, None)) is None
+    assert responses.fast_identifier(find_response(0xFF00, b"")) is None
+    request = C_FIND()
+    request.MessageID = 2
+    request.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.1"
+    request.Identifier = BytesIO(data)
+    assert responses.fast_identifier(request) is None
+    store = C_STORE()
+    store.MessageIDBeingRespondedTo = 2
+    store.Status = 0xFF00
+    assert responses.fast_identifier(store) is None
+
+
+def test_install_wraps_pynetdicom_once() -> None:
+    responses.install()
+    responses.install()
+    assert getattr(DIMSEServiceProvider.send_msg, "_minipacs", False)
+    assert not getattr(getattr(DIMSEServiceProvider.send_msg, "__wrapped__", None), "_minipacs", False)
