@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
+from typing import Any
 
 from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
 from pynetdicom import AllStoragePresentationContexts, build_context
@@ -66,3 +68,30 @@ def contexts_for_sending(pairs: Iterable[tuple[str, str]]) -> list[PresentationC
     for sop_class in seen_classes:
         contexts.append(build_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
     return contexts[:MAX_PROPOSED_CONTEXTS]
+
+
+class _AcceptorContext(PresentationContext):
+    """A supported context that copies cheaply.
+
+    pynetdicom deep-copies the acceptor's contexts for every association it
+    accepts; with every storage SOP class times every transfer syntax (about
+    180 contexts, 7,000 UIDs) that took 45 ms of CPU per association, most of
+    the time a modality waits for its A-ASSOCIATE-AC. UIDs are immutable
+    strings: copying each context and its list of syntaxes is enough.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _AcceptorContext:
+        new = object.__new__(_AcceptorContext)
+        new.__dict__.update(self.__dict__)
+        new._transfer_syntax = list(self._transfer_syntax)
+        return new
+
+
+def acceptor_contexts(contexts: Iterable[PresentationContext]) -> list[PresentationContext]:
+    """`contexts` as the server should hold them (see _AcceptorContext)."""
+    result: list[PresentationContext] = []
+    for cx in contexts:
+        fast = _AcceptorContext.__new__(_AcceptorContext)
+        fast.__dict__.update(copy.deepcopy(cx).__dict__)
+        result.append(fast)
+    return result

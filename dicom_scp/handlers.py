@@ -31,7 +31,7 @@ from archive import (
 from dicom_scp import responses, status
 from dicom_scp.associations import AssociationLog
 from dicom_scp.contexts import PATIENT_ROOT, VERIFICATION, contexts_for_sending
-from dicom_scp.sockets import set_nodelay
+from dicom_scp.sockets import tune_socket
 from dicom_scp.transcode import fit_for_peer
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def handle_move(
     peer: list[Association] = []
     yield destination.host, destination.port, {
         "contexts": contexts_for_sending(pairs),
-        "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay),
+        "evt_handlers": [(evt.EVT_CONN_OPEN, tune_socket),
                          (evt.EVT_ESTABLISHED, lambda e: peer.append(e.assoc))],
     }  # fmt: skip
     yield len(refs)

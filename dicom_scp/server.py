@@ -20,13 +20,14 @@ from pynetdicom.transport import ThreadedAssociationServer
 from archive import Archive
 from dicom_scp import handlers, responses
 from dicom_scp.associations import AssociationLog
-from dicom_scp.sockets import set_nodelay
+from dicom_scp.sockets import tune_socket
 from dicom_scp.contexts import (
     PLAIN_TRANSFER_SYNTAXES,
     QUERY_RETRIEVE,
     STORAGE_SOP_CLASSES,
     STORAGE_TRANSFER_SYNTAXES,
     VERIFICATION,
+    acceptor_contexts,
 )
 
 log = logging.getLogger(__name__)
@@ -100,16 +101,16 @@ class DicomService:
             (evt.EVT_ACCEPTED, self.associations.on_accepted),
             (evt.EVT_RELEASED, self.associations.on_ended),
             (evt.EVT_ABORTED, self.associations.on_ended),
-            (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_CONN_OPEN, tune_socket),
             (evt.EVT_CONN_CLOSE, _discard_partial_dataset),
         ]  # fmt: skip
         address = (self.config.host, self.config.port)
+        contexts = acceptor_contexts(ae.supported_contexts)
         if self.listen_socket is None:
-            self._server = ae.start_server(address, block=False, evt_handlers=handlers_)
+            self._server = ae.start_server(address, block=False, evt_handlers=handlers_, contexts=contexts)
         else:
-            self._server = ae.make_server(
-                address, evt_handlers=handlers_, server_class=_shared_server(self.listen_socket)
-            )
+            self._server = ae.make_server(address, contexts=contexts, evt_handlers=handlers_,
+                                          server_class=_shared_server(self.listen_socket))  # fmt: skip
             ae._servers.append(self._server)  # as start_server does; shutdown() removes it
             threading.Thread(target=self._server.serve_forever, name="dicom-acceptor",
                              daemon=True).start()  # fmt: skip
