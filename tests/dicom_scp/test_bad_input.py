@@ -33,7 +33,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from tests.conftest import CT_FILES, Server
+from tests.conftest import CT_FILES, Server, echo, start_server
 from tests.conftest import testdata as pydicom_file
 from tests.dicom_scp.helpers import (
     CT,
@@ -47,6 +47,7 @@ from tests.dicom_scp.helpers import (
     register_ae,
     spool_bytes,
     spool_files,
+    stop_and_check,
     storescp,
     storescu,
     storescu_results,
@@ -374,3 +375,23 @@ def test_c_move_of_patients_by_wildcard_is_a_failure(samples_server: Server, mov
         assoc.release()
     assert [s.Status for s in statuses] == [0xA900], [hex(s.Status) for s in statuses]
     assert list(move_destination.iterdir()) == []
+
+
+# --- a full disk -----------------------------------------------------------------------
+
+
+def test_a_full_disk_answers_out_of_resources_and_stores_nothing(tmp_path: Path) -> None:
+    """Below storage.reserve_mb the modality gets 0xA700 (it keeps the image and
+    retries later); nothing is written, and echo still works."""
+    server = start_server(tmp_path / "data", env={"MINIPACS_STORAGE_RESERVE_MB": "1000000000"})
+    try:
+        result = storescu(server, CT_FILES[0], check=False)
+        # dcmtk names the 0xA7xx statuses "Refused: OutOfResources".
+        assert storescu_results(result.stdout + result.stderr) == {str(CT_FILES[0]): "Refused: OutOfResources"}
+        assert re.search(r"C-STORE \S+ from STORESCU@\S+ refused \(0xA700\): the archive is full", server.log()), server.log()
+        assert index_counts(server)[3] == 0
+        assert object_files(server) == []
+        assert spool_files(server) == []
+        assert echo(server.port)
+    finally:
+        stop_and_check(server)
