@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,11 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
 )
 
-from tests.conftest import Server
-from tests.dicom_scp.helpers import CT, DX, US, associate, findscu
+from tests.conftest import ROOT, Server, start_server
+from tests.dicom_scp.helpers import CT, DX, US, associate, findscu, stop_and_check
+
+sys.path.insert(0, str(ROOT / "bench"))
+import populate  # noqa: E402
 
 UTF8 = "SpecificCharacterSet=ISO_IR 192"
 _counter = itertools.count()
@@ -285,3 +289,42 @@ def test_image_level_returns_the_stored_transfer_syntax(samples_server: Server) 
     assert final == 0x0000
     assert [(m.SOPInstanceUID, m.AvailableTransferSyntaxUID, m.Rows, m.Columns) for m in matches] == [
         (DX.sop_uids[0], "1.2.840.10008.1.2.4.90", 1536, 1536)]
+
+
+# --- C-CANCEL ----------------------------------------------------------------------------
+
+
+def test_c_cancel_stops_a_long_answer_with_status_fe00(tmp_path: Path) -> None:
+    """A workstation that cancels a query (PS3.4 C.4.1.2.3) gets Cancel (0xFE00)
+    at once instead of the remaining matches, and the association goes on."""
+    data = tmp_path / "data"
+    # The benchmark's synthetic index: thousands of instances in seconds.
+    summary = populate.populate(data, instances=3000, seed=5, progress=False)
+    server = start_server(data)
+    try:
+        assoc = associate(server, [build_context(StudyRootQueryRetrieveInformationModelFind)])
+        assert assoc.is_established
+        try:
+            every_image = Dataset()
+            every_image.QueryRetrieveLevel = "IMAGE"
+            every_image.SOPInstanceUID = ""
+            context_id = assoc.accepted_contexts[0].context_id
+            statuses = []
+            for status, _ in assoc.send_c_find(every_image, StudyRootQueryRetrieveInformationModelFind, msg_id=7):
+                statuses.append(status.Status)
+                if len(statuses) == 1:
+                    assoc.send_c_cancel(7, context_id)
+            assert statuses[0] == 0xFF00
+            assert statuses[-1] == 0xFE00, [hex(s) for s in statuses[-3:]]
+            assert len(statuses) - 1 < summary.instances
+            # The association is still usable: the next query is answered in full.
+            one = Dataset()
+            one.QueryRetrieveLevel = "STUDY"
+            one.StudyInstanceUID = ""
+            answers = [s.Status for s, _ in assoc.send_c_find(one, StudyRootQueryRetrieveInformationModelFind)]
+            assert answers.count(0xFF00) == summary.studies and answers[-1] == 0x0000
+        finally:
+            assoc.release()
+        assert re.search(r"C-FIND from \S+ cancelled after \d+ matches", server.log()), server.log()
+    finally:
+        stop_and_check(server)
