@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from appliance import logs
+from appliance import cli_accounts, logs
 from appliance.services import ServiceError, dicom_config, open_archive, startup_report
 from appliance.settings import FLAGS, Settings, SettingsError, load
 
@@ -26,6 +26,8 @@ examples:
   minipacs serve --data /srv/minipacs    run on your own data directory
   minipacs import /media/cdrom           import a patient CD (DICOMDIR) or any folder
   minipacs ae add WORKSTATION 192.168.1.50 104 --description "Reading room"
+  minipacs user add admin --role admin   create the first administrator (asks for a password)
+  minipacs token create his-emr          a bearer token for the EMR (printed once)
 
 Settings come from minipacs.toml (or --config FILE), MINIPACS_* environment
 variables and flags; flags win. See appliance/minipacs.toml for every key.
@@ -53,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"minipacs: configuration error: {exc}", file=sys.stderr)
         return 2
-    except CommandError as exc:
+    except (CommandError, cli_accounts.AccountError) as exc:
         print(f"minipacs: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -117,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     rm.add_argument("title", metavar="TITLE", help="its AE title, as `minipacs ae list` shows it")
     rm.set_defaults(func=cmd_ae_remove)
     ae.set_defaults(func=None, help_parser=ae)
+    cli_accounts.add_parsers(sub, common)
     return parser
 
 

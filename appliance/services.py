@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,27 @@ def startup_report(archive: Archive, settings: Settings) -> None:
             "will be refused (out of resources) until space is freed or storage.reserve_mb "
             "(MINIPACS_STORAGE_RESERVE_MB) is lowered", free_bytes() // 2**20, reserve_mb,
         )  # fmt: skip
+    first_admin(archive)
     if settings["dicom.calling_ae"] == "registered" and not archive.registry.list():
         log.warning("dicom.calling_ae = \"registered\" but no AE is registered, so every "
                     "association will be refused: register modalities with `minipacs ae add`")  # fmt: skip
+
+
+def first_admin(archive: Archive) -> None:
+    """With no user yet, make `admin` from MINIPACS_ADMIN_PASSWORD (an unattended install), or say how."""
+    from archive import ArchiveError, Origin
+
+    if archive.accounts.count_users():
+        return
+    password = os.environ.get("MINIPACS_ADMIN_PASSWORD", "")
+    if not password:
+        log.info("no users yet: create the first administrator with `minipacs user add admin --role admin` "
+                 "(or set MINIPACS_ADMIN_PASSWORD before the first start)")  # fmt: skip
+        return
+    try:
+        archive.accounts.add_user("admin", "admin", password, Origin("MINIPACS_ADMIN_PASSWORD", "", "CONFIG"),
+                                  display_name="Administrator")  # fmt: skip
+    except ArchiveError as exc:
+        log.warning("MINIPACS_ADMIN_PASSWORD not used: %s", exc.message)
+        return
+    log.info("created the first administrator, user admin, from MINIPACS_ADMIN_PASSWORD")

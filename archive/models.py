@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -213,3 +214,38 @@ class AuditEvent(Base):
     uid: Mapped[str] = mapped_column(index=True)
     outcome: Mapped[str]
     detail: Mapped[str]
+
+
+class UserAccount(Base):
+    """A person who logs in to the HTTP edge: radiologist, technologist, referrer, admin."""
+
+    __tablename__ = "user_account"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: Lower case; what the person types at the login form.
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str]
+    role: Mapped[str] = mapped_column(String(16))
+    #: Argon2id hash in PHC string format (parameters included).
+    password_hash: Mapped[str]
+    disabled: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    password_changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiToken(Base):
+    """A bearer token for a system (the EMR, a script): shown once, stored as a hash."""
+
+    __tablename__ = "api_token"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    #: SHA-256 of the whole token, hex: tokens are 256 random bits, so a fast
+    #: hash is enough and a lookup by it is one index probe.
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    #: The token's first characters, to tell tokens apart in lists and logs.
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

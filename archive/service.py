@@ -10,6 +10,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from sqlalchemy import func, select
 
+from archive.accounts import Accounts
 from archive.audit import AuditLog
 from archive.db import Database
 from archive.errors import NotFound, StorageUnavailable
@@ -38,6 +39,7 @@ class Archive:
         self.objects = objects
         self.registry = AERegistry(db)
         self.audit = AuditLog(db)
+        self.accounts = Accounts(db, self.audit)
         self._ingest = IngestService(db, objects)
         self._query = QueryService(db)
 

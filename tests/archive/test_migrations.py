@@ -13,8 +13,8 @@ from archive.db import Database, alembic_config, make_engine, migrate
 from archive.models import Base
 
 TABLES = {
-    "alembic_version", "application_entity", "audit_event", "duplicate_conflict", "instance",
-    "name_token", "patient", "patient_identifier", "series", "series_request", "study",
+    "alembic_version", "api_token", "application_entity", "audit_event", "duplicate_conflict", "instance",
+    "name_token", "patient", "patient_identifier", "series", "series_request", "study", "user_account",
 }  # fmt: skip
 
 
