@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     listen = argparse.ArgumentParser(add_help=False)
     listen.add_argument("--aet", metavar="TITLE", help="our DICOM AE title (default: MINIPACS)")
     listen.add_argument("--dicom-port", metavar="N", type=int, help="DICOM port (default: 11112)")
-    listen.add_argument("--http-port", metavar="N", type=int, help="HTTP port (default: 8080; not used yet)")
+    listen.add_argument("--http-port", metavar="N", type=int, help="HTTP port for DICOMweb (default: 8080)")
     listen.add_argument("--hl7-port", metavar="N", type=int, help="HL7 MLLP port (default: 2575; not used yet)")
 
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -154,7 +154,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") ->
         archive = _open_archive(settings)
         startup_report(archive, settings)
         dicom = DicomService(archive, dicom_config(settings))
-    supervisor = Supervisor([dicom])
+    from appliance.http import HttpListener
+
+    supervisor = Supervisor([dicom, HttpListener(settings)])
 
     def started() -> None:
         if banner:
@@ -224,6 +226,9 @@ Point a modality or workstation at AE {aet}, port {{port}}. To try it with dcmtk
   storescu -aec {aet} {target} {{port}} image.dcm
 Workstations that retrieve (C-MOVE) must be registered first:
   minipacs ae add WORKSTATION 192.168.1.50 104
+DICOMweb (QIDO-RS) is at http://{target}:{settings["http.port"]}/dicomweb, for users only:
+  minipacs user add admin --role admin
+  curl -u admin http://{target}:{settings["http.port"]}/dicomweb/studies
 Stop with Ctrl+C."""
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from archive import Archive
-from tests.conftest import echo
+from tests.conftest import echo, free_port
 
 #: Settings that every command-line test starts from: nothing inherited from
 #: the developer's shell, and no free-space reserve (tmp may be small).
@@ -29,9 +29,10 @@ def cli_env(**extra: str) -> dict[str, str]:
 def run_cli(*args: str | Path, cwd: Path, env: dict[str, str] | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """`minipacs ARGS` in `cwd`; returns the finished process with text output."""
+    env = {"MINIPACS_HTTP_PORT": str(free_port()), **(cli_env() if env is None else env)}
     return subprocess.run(
         [sys.executable, "-m", "appliance.cli", *map(str, args)],
-        cwd=cwd, env=cli_env() if env is None else env,
+        cwd=cwd, env=env,
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
@@ -86,6 +87,7 @@ class Running:
 
 def start_cli(*args: str | Path, cwd: Path, env: dict[str, str], name: str = "run") -> Running:
     out, err = cwd / f"{name}.stdout", cwd / f"{name}.stderr"
+    env = {"MINIPACS_HTTP_PORT": str(free_port()), **env}  # tests run side by side: never 8080
     with open(out, "wb") as o, open(err, "wb") as e:
         process = subprocess.Popen([sys.executable, "-m", "appliance.cli", *map(str, args)],
                                    cwd=cwd, env=env, stdout=o, stderr=e)  # fmt: skip

@@ -1,0 +1,112 @@
+"""The HTTP listener: gunicorn serving viewer's Flask app, as one of `minipacs serve`'s listeners.
+
+The supervisor binds the port itself (a busy port is reported at once, and
+port 0 works for tests) and hands the socket to gunicorn (`--bind fd://N`).
+gunicorn's workers each open the archive from the same MINIPACS_* settings
+the DICOM workers get. Access log lines carry the path without the query
+string: QIDO query strings hold patient names.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from appliance import logs
+from appliance.settings import Settings, load
+from appliance.workers import worker_environment
+
+log = logging.getLogger(__name__)
+
+#: gunicorn's gthread workers: processes for the CPU work (JSON, later
+#: rendering), threads for requests that wait on the disk or the network.
+WORKERS = 2
+THREADS = 4
+_ACCESS_FORMAT = '%(t)s %(h)s %(u)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+
+
+class HttpListener:
+    """The Listener protocol of appliance.supervisor."""
+
+    name = "HTTP"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._socket: socket.socket | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._socket is None:
+            return self.settings["http.host"], self.settings["http.port"]
+        host, port = self._socket.getsockname()[:2]
+        return str(host), int(port)
+
+    def describe(self) -> str:
+        host, port = self.address
+        return f"HTTP (DICOMweb at /dicomweb) on {host}:{port}"
+
+    def start(self) -> None:
+        self._socket = socket.create_server((self.settings["http.host"], self.settings["http.port"]), backlog=128)
+        self._socket.set_inheritable(True)
+        fd = self._socket.fileno()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"fd://{fd}", "--workers", str(WORKERS),
+             "--threads", str(THREADS), "--worker-class", "gthread", "--graceful-timeout", "10",
+             "--access-logfile", "-", "--access-logformat", _ACCESS_FORMAT, "--error-logfile", "-",
+             "--log-level", self.settings["log.level"].lower(), "--name", "minipacs-http",
+             "appliance.http:wsgi_app()"],
+            pass_fds=(fd,), env=worker_environment(self.settings), stdout=sys.stderr,
+        )  # fmt: skip
+        self._stopping.clear()
+        threading.Thread(target=self._watch, name="http-watch", daemon=True).start()
+        log.info("listening: %s", self.describe())
+
+    def _watch(self) -> None:
+        """gunicorn restarts its own workers; if gunicorn itself exits, say so loudly.
+
+        It only exits on its own when its workers cannot even start (a broken
+        install, say): starting it again would fail the same way.
+        """
+        process = self._process
+        while process is not None and not self._stopping.wait(0.5):
+            code = process.poll()
+            if code is not None:
+                log.error("the HTTP server exited with status %s: DICOMweb is down until minipacs "
+                          "is restarted; the lines above say why", code)  # fmt: skip
+                return
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)  # gunicorn: graceful stop
+            try:
+                self._process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                log.warning("the HTTP server did not stop within 20 s; killing it")
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        log.info("HTTP listener stopped")
+
+
+def wsgi_app() -> Any:
+    """gunicorn's app factory, run in each HTTP worker process."""
+    from appliance.services import open_archive
+    from viewer import create_app
+
+    settings = load(None, {})
+    logs.configure(settings["log.level"], tag="http")
+    archive = open_archive(settings, upgrade=False)
+    atexit.register(archive.close)  # writes queued audit events when the worker stops
+    return create_app(archive)
