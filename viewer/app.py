@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, Response, g, jsonify, request
 
 from archive import Archive
-from viewer import errors, qido
+from viewer import errors, qido, wado
 from viewer.auth import CHALLENGE, Authenticator, Throttled, Unauthorized
 
 #: Paths anyone may call: they show no patient data.
@@ -43,4 +43,5 @@ def create_app(archive: Archive) -> Flask:
         return jsonify({"status": "ok", "instances": stats.instances})
 
     app.register_blueprint(qido.blueprint, url_prefix="/dicomweb")
+    app.register_blueprint(wado.blueprint, url_prefix="/dicomweb")
     return app

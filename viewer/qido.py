@@ -50,7 +50,7 @@ def all_series() -> Response:
 
 @blueprint.get("/studies/<study>/series")
 def study_series(study: str) -> Response:
-    return _search(Level.SERIES, StudyInstanceUID=_uid(study, "study"))
+    return _search(Level.SERIES, StudyInstanceUID=path_uid(study, "study"))
 
 
 @blueprint.get("/instances")
@@ -60,15 +60,16 @@ def all_instances() -> Response:
 
 @blueprint.get("/studies/<study>/instances")
 def study_instances(study: str) -> Response:
-    return _search(Level.IMAGE, extra_levels=(Level.SERIES,), StudyInstanceUID=_uid(study, "study"))
+    return _search(Level.IMAGE, extra_levels=(Level.SERIES,), StudyInstanceUID=path_uid(study, "study"))
 
 
 @blueprint.get("/studies/<study>/series/<series>/instances")
 def series_instances(study: str, series: str) -> Response:
-    return _search(Level.IMAGE, StudyInstanceUID=_uid(study, "study"), SeriesInstanceUID=_uid(series, "series"))
+    return _search(Level.IMAGE, StudyInstanceUID=path_uid(study, "study"), SeriesInstanceUID=path_uid(series, "series"))
 
 
-def _uid(value: str, what: str) -> str:
+def path_uid(value: str, what: str) -> str:
+    """A UID from the URL, or 400 saying what is wrong with it (never a path to anything)."""
     problem = uid_problem(value)
     if problem:
         raise InvalidQuery(f"the {what} UID in the URL {problem}")

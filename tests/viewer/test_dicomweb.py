@@ -1,10 +1,11 @@
-"""QIDO-RS against a running `minipacs serve`, with the dicomweb-client package
+"""QIDO-RS and WADO-RS against a running `minipacs serve`, with the dicomweb-client package
 (a client nobody here wrote) and raw HTTP for headers, errors and access control."""
 
 from __future__ import annotations
 
 import base64
 import time
+from io import BytesIO
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,8 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from archive import Archive, Origin
 from tests.archive.helpers import table_rows
-from tests.conftest import ALL_SAMPLES, Server, free_port, start_server
-from tests.dicom_scp.helpers import stop_and_check
+from tests.conftest import ALL_SAMPLES, DX_FILE, Server, free_port, start_server
+from tests.dicom_scp.helpers import dataset_bytes, stop_and_check
 
 PASSWORD = "reading room 2026"
 UTF8_PASSWORD = "đọc phim buổi sáng"
@@ -234,6 +235,61 @@ def test_every_search_is_audited_with_who_asked(web: Web) -> None:
             break
         assert time.monotonic() < deadline, actors
         time.sleep(0.2)
+
+
+def test_wado_rs_sends_each_object_byte_for_byte_as_stored(web: Web) -> None:
+    """transfer-syntax=* (dicomweb-client's default): the stored files, unchanged."""
+    client = web.client()
+    stored = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in ALL_SAMPLES}
+    for study_uid in SAMPLE_STUDIES:
+        for ds in client.retrieve_study(study_uid, media_types=(("application/dicom", "*"),)):
+            path = stored[str(ds.SOPInstanceUID)]
+            original = dcmread(path)
+            assert ds.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+            assert ds.PixelData == original.PixelData and ds.PatientName == original.PatientName
+    dx = dcmread(DX_FILE, stop_before_pixels=True)
+    one = client.retrieve_instance(str(dx.StudyInstanceUID), str(dx.SeriesInstanceUID), str(dx.SOPInstanceUID))
+    assert one.SOPInstanceUID == dx.SOPInstanceUID
+    series = client.retrieve_series(str(dx.StudyInstanceUID), str(dx.SeriesInstanceUID),
+                                    media_types=(("application/dicom", "*"),))  # fmt: skip
+    assert [str(d.SOPInstanceUID) for d in series] == [str(dx.SOPInstanceUID)]
+    raw = web.get(f"/dicomweb/studies/{dx.StudyInstanceUID}/series/{dx.SeriesInstanceUID}",
+                  headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})  # fmt: skip
+    [part] = DICOMwebClient._decode_multipart_message(client, raw, stream=False)  # type: ignore[arg-type]
+    assert dataset_bytes(bytes(part)) == dataset_bytes(DX_FILE)  # the dataset exactly as received
+
+
+def test_wado_rs_default_transfer_syntax_is_explicit_little_endian(web: Web) -> None:
+    """No transfer-syntax: JPEG 2000 DX comes decompressed, same UID, same pixels."""
+    dx = dcmread(DX_FILE)
+    url = f"/dicomweb/studies/{dx.StudyInstanceUID}/series/{dx.SeriesInstanceUID}/instances/{dx.SOPInstanceUID}"
+    response = web.get(url, headers={"Accept": 'multipart/related; type="application/dicom"'})
+    assert response.status_code == 200, response.text
+    [part] = DICOMwebClient._decode_multipart_message(web.client(), response, stream=False)  # type: ignore[arg-type]
+    received = dcmread(BytesIO(part))
+    assert received.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert received.SOPInstanceUID == dx.SOPInstanceUID
+    assert (received.pixel_array == dx.pixel_array).all()
+
+
+@pytest.mark.parametrize(
+    ("path", "accept", "status", "message"),
+    [
+        ("/dicomweb/studies/1.2.3.4", "", 404, "no study 1.2.3.4"),
+        ("/dicomweb/studies/1.2..3", "", 400, "the study UID in the URL"),
+        ("/dicomweb/studies/{study}", "application/json", 406, 'multipart/related; type="application/dicom"'),
+        ("/dicomweb/studies/{study}", 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50',
+         406, "ask with transfer-syntax=*"),
+        ("/dicomweb/studies/{study}", 'multipart/related; type="application/dicom"; transfer-syntax=1.2.3',
+         406, "is not a transfer syntax UID"),
+    ],
+)  # fmt: skip
+def test_wado_rs_refusals_are_json(web: Web, path: str, accept: str, status: int, message: str) -> None:
+    study = dcmread(DX_FILE, stop_before_pixels=True).StudyInstanceUID
+    response = web.get(path.format(study=study), headers={"Accept": accept} if accept else {})
+    assert response.status_code == status, response.text
+    assert message in response.json()["message"]
+    assert web.get(path.format(study=study), auth=None).status_code in (401, 400)
 
 
 def test_repeated_failed_logins_are_slowed_down(web: Web) -> None:
