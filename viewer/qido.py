@@ -81,7 +81,7 @@ def _search(level: Level, extra_levels: tuple[Level, ...] = (), **scope: str) ->
     identifier, limit, offset = _identifier(level, extra_levels, scope)
     query = query_from_identifier(identifier, patient_root=False)
     query.limit, query.offset = limit + 1, offset  # one more tells whether there are more
-    base = _base_url()
+    base = base_url()
     results = []
     for attrs in archive.find_json(query):
         attrs["00081190"] = {"vr": "UR", "Value": [_retrieve_url(base, level, attrs)]}
@@ -165,7 +165,7 @@ def _number(key: str, value: str, low: int, high: int) -> int:
     return int(value)
 
 
-def _base_url() -> str:
+def base_url() -> str:
     """Our DICOMweb root as the client reached it.
 
     Some clients (dicomweb-client among them) send a Host header without the

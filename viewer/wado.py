@@ -1,4 +1,5 @@
-"""WADO-RS retrieve (PS3.18 10.4): studies, series and instances as DICOM files.
+"""WADO-RS (PS3.18 10.4): studies, series and instances as DICOM files, their
+metadata as DICOM JSON, and bulk data.
 
 The answer is multipart/related; type="application/dicom", one Part 10 file
 per part. Objects go out as stored, read from the object store a megabyte
@@ -12,22 +13,36 @@ or, if one cannot be, the request gets 406 and says to ask with
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from io import BytesIO
 
 from flask import Blueprint, Response, current_app, g, request
-from pydicom import dcmwrite
+from pydicom import dcmread, dcmwrite
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
 
-from archive import Archive, InstanceRef, NotFound, Origin, query_from_identifier, require_unique_key
+from archive import (
+    Archive,
+    InstanceRef,
+    InvalidQuery,
+    NotFound,
+    Origin,
+    query_from_identifier,
+    require_unique_key,
+)
 from archive.errors import ArchiveError
-from viewer.qido import path_uid
+from viewer.qido import base_url, path_uid
 
 blueprint = Blueprint("wado", __name__)
 
 _CHUNK = 1 << 20
+#: Binary values above this go out as BulkDataURIs in metadata (and are not read to make it).
+_INLINE_LIMIT = 64 * 1024
+_BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _ANY = "*"
 
 
@@ -51,9 +66,100 @@ def instance(study: str, series: str, instance: str) -> Response:
                      SOPInstanceUID=path_uid(instance, "instance"))  # fmt: skip
 
 
-def _retrieve(level: str, **keys: str) -> Response:
+@blueprint.get("/studies/<study>/metadata")
+def study_metadata(study: str) -> Response:
+    return _metadata("STUDY", StudyInstanceUID=path_uid(study, "study"))
+
+
+@blueprint.get("/studies/<study>/series/<series>/metadata")
+def series_metadata(study: str, series: str) -> Response:
+    return _metadata("SERIES", StudyInstanceUID=path_uid(study, "study"),
+                     SeriesInstanceUID=path_uid(series, "series"))  # fmt: skip
+
+
+@blueprint.get("/studies/<study>/series/<series>/instances/<instance>/metadata")
+def instance_metadata(study: str, series: str, instance: str) -> Response:
+    return _metadata("IMAGE", StudyInstanceUID=path_uid(study, "study"), SeriesInstanceUID=path_uid(series, "series"),
+                     SOPInstanceUID=path_uid(instance, "instance"))  # fmt: skip
+
+
+@blueprint.get("/studies/<study>/series/<series>/instances/<instance>/bulkdata/<tag>")
+def bulkdata(study: str, series: str, instance: str, tag: str) -> Response:
+    """A top-level bulk data element's value as stored, streamed (PS3.18 10.4.1.1.5)."""
     archive: Archive = current_app.config["ARCHIVE"]
-    wanted = accepted_transfer_syntax(request.headers.get("Accept", ""))
+    if len(tag) != 8 or any(c not in "0123456789abcdefABCDEF" for c in tag):
+        raise InvalidQuery(f"bulk data tag {tag[:20]!r} is not eight hex digits, e.g. 7FE00010")
+    [ref] = _refs(archive, "IMAGE", StudyInstanceUID=path_uid(study, "study"),
+                  SeriesInstanceUID=path_uid(series, "series"), SOPInstanceUID=path_uid(instance, "instance"))  # fmt: skip
+    with archive.open_instance(ref) as stream:
+        ds = dcmread(stream, defer_size=_INLINE_LIMIT)
+        element = ds.get_item(int(tag, 16), keep_deferred=True)
+    vr = element.VR or dictionary_VR(int(tag, 16)) if isinstance(element, RawDataElement) else ""
+    if not isinstance(element, RawDataElement) or not _BULK_VRS & set(str(vr).split(" or ")):
+        raise NotFound(f"{ref.sop_instance_uid} has no bulk data element {tag.upper()}")
+    if element.length == 0xFFFFFFFF:
+        raise NotAcceptable("this pixel data is compressed (encapsulated): its frames come with /frames, "
+                            "which is not available yet; or retrieve the instance")  # fmt: skip
+    _audit(archive, "RETRIEVE", "IMAGE", ref.sop_instance_uid, f"bulk data {tag.upper()}")
+    boundary = secrets.token_hex(16)
+    parts = (_bulk_part(archive, ref, element.value_tell, element.length, boundary) if element.value is None
+             else iter([_part_header(boundary), bytes(element.value), _closing(boundary)]))  # fmt: skip
+    return Response(parts, content_type=f'multipart/related; type="application/octet-stream"; boundary={boundary}',
+                    direct_passthrough=True)  # fmt: skip
+
+
+def _part_header(boundary: str) -> bytes:
+    return f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
+
+
+def _closing(boundary: str) -> bytes:
+    return f"\r\n--{boundary}--\r\n".encode()
+
+
+def _bulk_part(archive: Archive, ref: InstanceRef, offset: int, length: int, boundary: str) -> Iterator[bytes]:
+    """The value read straight from the stored file: a 1 GB cine is never in memory."""
+    yield _part_header(boundary)
+    with archive.open_instance(ref) as stream:
+        stream.seek(offset)
+        left = length
+        while left > 0 and (chunk := stream.read(min(_CHUNK, left))):
+            left -= len(chunk)
+            yield chunk
+    yield _closing(boundary)
+
+
+def _metadata(level: str, **keys: str) -> Response:
+    """Every instance's attributes as DICOM JSON; values over 64 KB as BulkDataURIs."""
+    archive: Archive = current_app.config["ARCHIVE"]
+    refs = _refs(archive, level, **keys)
+    base = base_url()
+    results = []
+    for ref in refs:
+        instance_url = (f"{base}/studies/{ref.study_instance_uid}/series/{ref.series_instance_uid}"
+                        f"/instances/{ref.sop_instance_uid}")  # fmt: skip
+        with archive.open_instance(ref) as stream:
+            ds = dcmread(stream, stop_before_pixels=True)
+
+        def uri(element: DataElement, url: str = instance_url) -> str:
+            return f"{url}/bulkdata/{int(element.tag):08X}"
+
+        attrs = ds.to_json_dict(bulk_data_threshold=_INLINE_LIMIT, bulk_data_element_handler=uri)
+        if "Rows" in ds:  # the pixel data, never read for this
+            compressed = UID(ref.transfer_syntax_uid).is_compressed
+            vr = "OB" if compressed or int(ds.get("BitsAllocated", 16)) <= 8 else "OW"
+            attrs["7FE00010"] = {"vr": vr, "BulkDataURI": f"{instance_url}/bulkdata/7FE00010"}
+        results.append(dict(sorted(attrs.items())))
+    _audit(archive, "VIEW", level, list(keys.values())[-1], f"metadata of {len(refs)} instances")
+    return Response(json.dumps(results, ensure_ascii=False), status=200,
+                    content_type="application/dicom+json; charset=utf-8")  # fmt: skip
+
+
+def _audit(archive: Archive, action: str, level: str, uid: str, outcome: str) -> None:
+    principal = g.principal
+    archive.audit.record(Origin(principal.name, request.remote_addr or "", "WADO"), action, level, uid, outcome)
+
+
+def _refs(archive: Archive, level: str, **keys: str) -> list[InstanceRef]:
     identifier = Dataset()
     identifier.QueryRetrieveLevel = level
     for keyword, value in keys.items():
@@ -63,15 +169,20 @@ def _retrieve(level: str, **keys: str) -> Response:
     refs = archive.instances(query)
     if not refs:
         raise NotFound(f"no {level.lower().replace('image', 'instance')} {list(keys.values())[-1]} in the archive")
+    return refs
+
+
+def _retrieve(level: str, **keys: str) -> Response:
+    archive: Archive = current_app.config["ARCHIVE"]
+    wanted = accepted_transfer_syntax(request.headers.get("Accept", ""))
+    refs = _refs(archive, level, **keys)
     for ref in refs:
         if wanted != _ANY and ref.transfer_syntax_uid != wanted and not _convertible(ref, wanted):
             raise NotAcceptable(
                 f"{ref.sop_instance_uid} is stored as {UID(ref.transfer_syntax_uid).name} and cannot be "
                 f"sent as {UID(wanted).name}: ask with transfer-syntax=* to get it as stored"
             )
-    principal = g.principal
-    archive.audit.record(Origin(principal.name, request.remote_addr or "", "WADO"), "RETRIEVE", level,
-                         list(keys.values())[-1], f"{len(refs)} instances")  # fmt: skip
+    _audit(archive, "RETRIEVE", level, list(keys.values())[-1], f"{len(refs)} instances")
     boundary = secrets.token_hex(16)
     return Response(
         _multipart(archive, refs, wanted, boundary),

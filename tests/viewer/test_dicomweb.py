@@ -292,6 +292,34 @@ def test_wado_rs_refusals_are_json(web: Web, path: str, accept: str, status: int
     assert web.get(path.format(study=study), auth=None).status_code in (401, 400)
 
 
+def test_metadata_has_every_attribute_and_pixel_data_as_bulk_data(web: Web) -> None:
+    client = web.client()
+    ct_files = [p for p in ALL_SAMPLES if "/ct/" in str(p)]
+    ct = dcmread(ct_files[0])
+    metadata = client.retrieve_study_metadata(str(ct.StudyInstanceUID))
+    assert len(metadata) == len(ct_files)
+    mine = next(m for m in metadata if m["00080018"]["Value"] == [str(ct.SOPInstanceUID)])
+    as_dataset = Dataset.from_json(mine, bulk_data_uri_handler=lambda tag, vr, uri: None)
+    for keyword in ("PatientName", "PatientID", "Rows", "Columns", "RescaleSlope", "RescaleIntercept",
+                    "WindowCenter", "PixelSpacing", "ImagePositionPatient", "BitsStored"):  # fmt: skip
+        assert as_dataset[keyword].value == ct[keyword].value, keyword
+    uri = mine["7FE00010"]["BulkDataURI"]
+    assert mine["7FE00010"]["vr"] == "OW" and uri.endswith(f"/instances/{ct.SOPInstanceUID}/bulkdata/7FE00010")
+    assert client.retrieve_bulkdata(uri) == [ct.PixelData]
+    series = client.retrieve_series_metadata(str(ct.StudyInstanceUID), str(ct.SeriesInstanceUID))
+    assert len(series) == len(ct_files)
+    dx = dcmread(DX_FILE, stop_before_pixels=True)
+    dx_meta = client.retrieve_instance_metadata(str(dx.StudyInstanceUID), str(dx.SeriesInstanceUID),
+                                                str(dx.SOPInstanceUID))  # fmt: skip
+    assert dx_meta["00100010"]["Value"] == [{"Alphabetic": "Trần^Thị Đào"}]
+    compressed = web.get(dx_meta["7FE00010"]["BulkDataURI"].replace(web.url, ""))
+    assert compressed.status_code == 406 and "/frames" in compressed.json()["message"]
+    missing = web.get(dx_meta["7FE00010"]["BulkDataURI"].replace(web.url, "").replace("7FE00010", "00100010"))
+    assert missing.status_code == 404
+    bad = web.get(dx_meta["7FE00010"]["BulkDataURI"].replace(web.url, "").replace("7FE00010", "../../x"))
+    assert bad.status_code in (400, 404) and bad.headers["Content-Type"].startswith("application/json")
+
+
 def test_repeated_failed_logins_are_slowed_down(web: Web) -> None:
     """Each HTTP worker process (2) answers 429 to an address after 10 failures
     in 5 minutes; this test runs last, as 127.0.0.1 stays slowed down."""

@@ -1,4 +1,5 @@
-"""A 1 GB multi-frame object through WADO-RS, without the HTTP worker holding it in memory."""
+"""A 1 GB multi-frame object through WADO-RS (the instance, then its pixel data as bulk data),
+without an HTTP worker holding it in memory."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def test_one_gigabyte_object_streams_with_little_memory(tmp_path: Path) -> None:
     source = tmp_path / "xa_1gb.dcm"
     data = tmp_path / "data"
     try:
-        _, size = write_large_multiframe(source, GB)
+        frames, size = write_large_multiframe(source, GB)
         data.mkdir()
         archive = Archive.open(f"sqlite:///{data / 'index.sqlite'}", str(data / "objects"))
         try:
@@ -67,6 +68,16 @@ def test_one_gigabyte_object_streams_with_little_memory(tmp_path: Path) -> None:
                     received += len(chunk)
                     for w in workers:
                         peak[w.pid] = max(peak[w.pid], w.memory_info().rss)
+            pixels = 0
+            bulk = (f"{url}/dicomweb/studies/{ref.study_instance_uid}/series/{ref.series_instance_uid}"
+                    f"/instances/{ref.sop_instance_uid}/bulkdata/7FE00010")  # fmt: skip
+            with requests.get(bulk, auth=("lan", "reading room 2026"), stream=True, timeout=300) as response:
+                assert response.status_code == 200
+                for chunk in response.iter_content(1 << 20):
+                    pixels += len(chunk)
+                    for w in workers:
+                        peak[w.pid] = max(peak[w.pid], w.memory_info().rss)
+            assert 0 < pixels - frames * 1024 * 1024 < 512  # the frames plus the multipart framing
             stored = data / "objects" / ref.storage_key
             assert stored.stat().st_size > GB
             assert 0 < received - stored.stat().st_size < 512  # the file plus the multipart framing
