@@ -20,7 +20,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from archive import Archive, Origin
 from tests.archive.helpers import table_rows
-from tests.conftest import ALL_SAMPLES, DX_FILE, Server, free_port, start_server
+from tests.conftest import ALL_SAMPLES, CT_FILES, DX_FILE, US_FILES, Server, free_port, start_server
 from tests.dicom_scp.helpers import dataset_bytes, stop_and_check
 
 PASSWORD = "reading room 2026"
@@ -318,6 +318,32 @@ def test_metadata_has_every_attribute_and_pixel_data_as_bulk_data(web: Web) -> N
     assert missing.status_code == 404
     bad = web.get(dx_meta["7FE00010"]["BulkDataURI"].replace(web.url, "").replace("7FE00010", "../../x"))
     assert bad.status_code in (400, 404) and bad.headers["Content-Type"].startswith("application/json")
+
+
+def test_frames_decoded_or_as_stored(web: Web) -> None:
+    from pydicom.encaps import get_frame
+    from pydicom.pixels.utils import pixel_array
+
+    client = web.client()
+    ct = dcmread(CT_FILES[0])
+    [native] = client.retrieve_instance_frames(str(ct.StudyInstanceUID), str(ct.SeriesInstanceUID),
+                                               str(ct.SOPInstanceUID), frame_numbers=[1],
+                                               media_types=("application/octet-stream",))  # fmt: skip
+    assert native == ct.PixelData
+    cine_path = next(p for p in US_FILES if "cine" in p.name)
+    cine = dcmread(cine_path)
+    ids = (str(cine.StudyInstanceUID), str(cine.SeriesInstanceUID), str(cine.SOPInstanceUID))
+    jpeg = client.retrieve_instance_frames(*ids, frame_numbers=[1, 30], media_types=("image/jpeg",))
+    assert jpeg == [get_frame(cine.PixelData, 0, number_of_frames=30), get_frame(cine.PixelData, 29, number_of_frames=30)]
+    assert jpeg[0][:2] == b"\xff\xd8"  # a JPEG stream, as received
+    decoded = client.retrieve_instance_frames(*ids, frame_numbers=[2], media_types=("application/octet-stream",))
+    assert decoded == [pixel_array(str(cine_path), index=1, raw=True).tobytes()]
+    base = f"/dicomweb/studies/{ids[0]}/series/{ids[1]}/instances/{ids[2]}/frames"
+    for frame_list, status, message in (("0", 404, "there is no frame 0: this instance has 30"),
+                                        ("31", 404, "there is no frame 31"), ("1,x", 400, "give frame numbers"),
+                                        ("1;2", 400, "give frame numbers")):  # fmt: skip
+        response = web.get(f"{base}/{frame_list}")
+        assert response.status_code == status and message in response.json()["message"], response.text
 
 
 def test_repeated_failed_logins_are_slowed_down(web: Web) -> None:
