@@ -59,8 +59,8 @@ class HttpListener:
         self._socket.set_inheritable(True)
         fd = self._socket.fileno()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"fd://{fd}", "--workers", str(WORKERS),
-             "--threads", str(THREADS), "--worker-class", "gthread", "--graceful-timeout", "10",
+            [sys.executable, "-m", "appliance.http", str(os.getpid()),
+             "--bind", f"fd://{fd}", "--workers", str(WORKERS), "--threads", str(THREADS), "--worker-class", "gthread", "--graceful-timeout", "10",
              "--access-logfile", "-", "--access-logformat", _ACCESS_FORMAT, "--error-logfile", "-",
              "--log-level", self.settings["log.level"].lower(), "--name", "minipacs-http",
              # No control socket: gunicorn would put it in the home directory,
@@ -131,3 +131,23 @@ def wsgi_app() -> Any:
         return built[pid](environ, start_response)
 
     return app
+
+
+def main() -> None:
+    """`python -m appliance.http PARENT GUNICORN-ARGS...`: gunicorn that stops when minipacs dies.
+
+    A killed `minipacs serve` (SIGKILL, the OOM killer) must not leave an HTTP
+    server behind holding the port: Linux sends gunicorn SIGTERM (a graceful
+    stop) when its parent dies, and gunicorn's workers follow their arbiter.
+    """
+    from gunicorn.app.wsgiapp import run
+
+    from appliance.worker import die_with_parent
+
+    die_with_parent(int(sys.argv[1]), signal.SIGTERM)
+    sys.argv = ["gunicorn", *sys.argv[2:]]
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -25,11 +25,11 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(parent: int) -> None:
-    """Ask Linux to kill this process when the supervisor dies (PR_SET_PDEATHSIG)."""
+def die_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
+    """Ask Linux to send `sig` to this process when the supervisor dies (PR_SET_PDEATHSIG)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(_PR_SET_PDEATHSIG, sig)
     except (OSError, AttributeError):
         log.warning("cannot ask to die with the supervisor on this system")
     if os.getppid() != parent:  # it died before we asked
