@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import faulthandler
 import logging
 import os
 import signal
 import socket
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 from appliance import logs
 from appliance.services import ServiceError, dicom_config, open_archive, startup_report
@@ -23,6 +25,8 @@ from appliance.supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+#: Seconds a worker may take to stop (associations get 10 of them) before it exits anyway.
+_STOP_LIMIT = 13.0
 
 
 def die_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
@@ -66,8 +70,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     listen_socket = socket.socket(fileno=args.fd)
     config = dicom_config(settings, spool_dir=settings.spool_dir / f"w{args.number}",
                           session_prefix=f"w{args.number}.")  # fmt: skip
+    supervisor = Supervisor([DicomService(archive, config, listen_socket=listen_socket)])
+    asked_to_stop = supervisor.request_stop
+
+    def request_stop(signum: int | None = None, frame: FrameType | None = None) -> None:
+        # Open associations get 10 s to finish; a stop that still hangs after
+        # that is a bug: write every thread's stack to the log and exit, so
+        # the service stops in bounded time and the log says where it hung.
+        faulthandler.dump_traceback_later(_STOP_LIMIT, exit=True, file=sys.stderr)
+        asked_to_stop(signum, frame)
+
+    supervisor.request_stop = request_stop  # type: ignore[method-assign,assignment]
     try:
-        Supervisor([DicomService(archive, config, listen_socket=listen_socket)]).run()
+        supervisor.run()
     finally:
         archive.close()
     return 0

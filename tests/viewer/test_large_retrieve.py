@@ -23,8 +23,9 @@ GROWTH_LIMIT = 100 * 2**20
 
 
 def http_workers(pid: int) -> list[psutil.Process]:
-    return [p for p in psutil.Process(pid).children(recursive=True)
-            if "gunicorn" in " ".join(p.cmdline()) and p.parent() and "gunicorn" in " ".join(p.parent().cmdline())]  # fmt: skip
+    """gunicorn's workers: children of the `python -m appliance.http` process under minipacs serve."""
+    return [worker for child in psutil.Process(pid).children()
+            if "appliance.http" in child.cmdline() for worker in child.children()]  # fmt: skip
 
 
 @pytest.mark.slow
