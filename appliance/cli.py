@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from appliance import cli_accounts, logs
+from appliance import cli_accounts, cli_audit, logs
 from appliance.services import ServiceError, dicom_config, open_archive, startup_report
 from appliance.settings import FLAGS, Settings, SettingsError, load
 
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"minipacs: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (CommandError, cli_accounts.AccountError) as exc:
+    except (CommandError, cli_accounts.AccountError, cli_audit.AuditError) as exc:
         print(f"minipacs: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -120,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     rm.set_defaults(func=cmd_ae_remove)
     ae.set_defaults(func=None, help_parser=ae)
     cli_accounts.add_parsers(sub, common)
+    cli_audit.add_parser(sub, common)
     return parser
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, insert, or_, select
 
 from archive.db import Database
 from archive.models import AuditEvent
@@ -115,3 +116,45 @@ class AuditLog:
         except Exception:
             log.exception("could not write %d audit events (first: %s %s by %s)", len(batch),
                           batch[0]["action"], batch[0]["uid"], batch[0]["actor"])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    at: datetime
+    actor: str
+    address: str
+    action: str
+    level: str
+    uid: str
+    outcome: str
+    detail: str
+
+
+def search(db: Database, *, actor: str | None = None, action: str | None = None, uid: str | None = None,
+           contains: str | None = None, since: datetime | None = None, until: datetime | None = None,
+           limit: int = 100) -> list[AuditRecord]:  # fmt: skip
+    """Audit events, newest first: who looked at what, for the administrator.
+
+    `contains` looks in the UID and the detail (which holds, for a query,
+    the keys and values asked, e.g. ``PatientID=BN26001001``).
+    """
+    t = _AUDIT.c
+    stmt = select(t.at, t.actor, t.address, t.action, t.level, t.uid, t.outcome, t.detail)
+    if actor:
+        stmt = stmt.where(t.actor == actor)
+    if action:
+        stmt = stmt.where(t.action == action.upper())
+    if uid:
+        stmt = stmt.where(t.uid == uid)
+    if contains:
+        pattern = "%" + contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        stmt = stmt.where(or_(t.uid.like(pattern, escape="\\"), t.detail.like(pattern, escape="\\")))
+    if since:
+        stmt = stmt.where(t.at >= since)
+    if until:
+        stmt = stmt.where(t.at < until)
+    stmt = stmt.order_by(t.at.desc(), t.pk.desc()).limit(limit)
+    with db.read() as conn:
+        rows = conn.execute(stmt).all()
+    return [AuditRecord(r.at if r.at.tzinfo else r.at.replace(tzinfo=UTC), r.actor, r.address, r.action,
+                        r.level, r.uid, r.outcome, r.detail) for r in rows]  # fmt: skip
