@@ -8,11 +8,11 @@ import logging
 import socket
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from appliance import cli_accounts, cli_audit, logs
+from appliance.tables import local_time
 from appliance.services import ServiceError, dicom_config, open_archive, startup_report
 from appliance.settings import FLAGS, Settings, SettingsError, load
 
@@ -287,13 +287,6 @@ def _where(ae: Any) -> str:
     return f"calls from {ae.host}" if ae.host else "calls from any address"
 
 
-def _local_time(moment: datetime) -> str:
-    """The index keeps UTC (SQLite hands it back without a zone); show the machine's time."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
 def cmd_ae_list(args: argparse.Namespace, settings: Settings) -> int:
     archive = _open_archive(settings)
     try:
@@ -305,7 +298,7 @@ def cmd_ae_list(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(f"{'AE TITLE':<16}  {'HOST':<24}  {'PORT':>5}  {'LAST SEEN':<19}  DESCRIPTION")
     for ae in entries:
-        seen = _local_time(ae.last_seen_at) if ae.last_seen_at else "never"
+        seen = local_time(ae.last_seen_at) if ae.last_seen_at else "never"
         print(f"{ae.ae_title:<16}  {ae.host or '(any)':<24}  {ae.port or '-':>5}  {seen:<19}  {ae.description}")
     return 0
 

@@ -12,11 +12,11 @@ import getpass
 import os
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from appliance.services import ServiceError, open_archive
 from appliance.settings import Settings
+from appliance.tables import local_time, print_table
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -119,10 +119,10 @@ def _cmd_user_disable(disabled: bool) -> Command:
 
 def cmd_user_list(args: argparse.Namespace, settings: Settings) -> int:
     users = _run(settings, lambda a: a.accounts.users())
-    _print_table(
+    print_table(
         "no users yet (create the first administrator with: minipacs user add admin --role admin)",
         [("USER", 20), ("ROLE", 12), ("STATE", 8), ("PASSWORD SET", 19), ("NAME", 0)],
-        [(u.username, u.role, "disabled" if u.disabled else "active", _local(u.password_changed_at),
+        [(u.username, u.role, "disabled" if u.disabled else "active", local_time(u.password_changed_at),
           u.display_name) for u in users],
     )  # fmt: skip
     return 0
@@ -143,22 +143,13 @@ def cmd_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_token_list(args: argparse.Namespace, settings: Settings) -> int:
     tokens = _run(settings, lambda a: a.accounts.tokens())
-    _print_table(
+    print_table(
         "no tokens (create one with: minipacs token create NAME)",
         [("TOKEN", 20), ("ROLE", 12), ("STARTS WITH", 12), ("STATE", 7), ("CREATED", 19), ("LAST USED", 0)],
-        [(t.name, t.role, t.prefix, "active" if t.active else "revoked", _local(t.created_at),
-          _local(t.last_used_at) if t.last_used_at else "never") for t in tokens],
+        [(t.name, t.role, t.prefix, "active" if t.active else "revoked", local_time(t.created_at),
+          local_time(t.last_used_at) if t.last_used_at else "never") for t in tokens],
     )  # fmt: skip
     return 0
-
-
-def _print_table(empty: str, columns: list[tuple[str, int]], rows: list[tuple[str, ...]]) -> None:
-    """Left-aligned columns two spaces apart; the last one unpadded."""
-    if not rows:
-        print(empty)
-        return
-    for cells in [tuple(name for name, _ in columns), *rows]:
-        print("  ".join(f"{cell:<{width}}" for cell, (_, width) in zip(cells, columns)).rstrip())
 
 
 def _run(settings: Settings, action: Callable[[Any], Any]) -> Any:
@@ -188,9 +179,3 @@ def _read_password(from_stdin: bool) -> str:
     if getpass.getpass("Again: ") != first:
         raise AccountError("the two passwords differ; nothing was changed")
     return first
-
-
-def _local(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")

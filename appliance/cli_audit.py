@@ -8,6 +8,7 @@ from typing import Any
 
 from appliance.services import ServiceError, open_archive
 from appliance.settings import Settings
+from appliance.tables import local_time, print_table
 
 
 class AuditError(Exception):
@@ -50,14 +51,12 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
         raise AuditError(exc.message) from exc
     finally:
         archive.close()
-    if not records:
-        print("no audit events match")
-        return 0
-    print(f"{'TIME':<19}  {'WHO':<16}  {'FROM':<15}  {'ACTION':<13}  {'LEVEL':<6}  {'OUTCOME':<14}  UID / DETAIL")
-    for r in records:
-        what = "  ".join(x for x in (r.uid, r.detail) if x)
-        print(f"{r.at.astimezone():%Y-%m-%d %H:%M:%S}  {r.actor:<16}  {r.address or '-':<15}  {r.action:<13}  "
-              f"{r.level:<6}  {r.outcome:<14}  {what}")  # fmt: skip
+    print_table(
+        "no audit events match",
+        [("TIME", 19), ("WHO", 16), ("FROM", 15), ("ACTION", 13), ("LEVEL", 6), ("OUTCOME", 14), ("UID / DETAIL", 0)],
+        [(local_time(r.at), r.actor, r.address or "-", r.action, r.level, r.outcome,
+          "  ".join(x for x in (r.uid, r.detail) if x)) for r in records],
+    )  # fmt: skip
     return 0
 
 

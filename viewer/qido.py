@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 
 from archive import Archive, InvalidQuery, Level, Origin, query_from_identifier
 from archive.uids import uid_problem
+from viewer.urls import base_url, path_uid
 
 MEDIA_TYPE = "application/dicom+json"
 MAX_LIMIT = 1000
@@ -66,14 +67,6 @@ def study_instances(study: str) -> Response:
 @blueprint.get("/studies/<study>/series/<series>/instances")
 def series_instances(study: str, series: str) -> Response:
     return _search(Level.IMAGE, StudyInstanceUID=path_uid(study, "study"), SeriesInstanceUID=path_uid(series, "series"))
-
-
-def path_uid(value: str, what: str) -> str:
-    """A UID from the URL, or 400 saying what is wrong with it (never a path to anything)."""
-    problem = uid_problem(value)
-    if problem:
-        raise InvalidQuery(f"the {what} UID in the URL {problem}")
-    return value
 
 
 def _search(level: Level, extra_levels: tuple[Level, ...] = (), **scope: str) -> Response:
@@ -163,19 +156,6 @@ def _number(key: str, value: str, low: int, high: int) -> int:
     if not value.isdigit() or not low <= int(value) <= high:
         raise InvalidQuery(f"{key}={value[:20]!r}: give a whole number from {low} to {high}")
     return int(value)
-
-
-def base_url() -> str:
-    """Our DICOMweb root as the client reached it.
-
-    Some clients (dicomweb-client among them) send a Host header without the
-    port; the port the request came in on then completes it.
-    """
-    host = request.host
-    port = str(request.environ.get("SERVER_PORT", ""))
-    if not host.endswith("]") and ":" not in host and port not in ("", "80", "443"):
-        host = f"{host}:{port}"
-    return f"{request.scheme}://{host}{request.script_root}/dicomweb"
 
 
 def _retrieve_url(base: str, level: Level, attrs: dict[str, Any]) -> str:

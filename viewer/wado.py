@@ -35,7 +35,7 @@ from archive import (
     require_unique_key,
 )
 from archive.errors import ArchiveError
-from viewer.qido import base_url, path_uid
+from viewer.urls import base_url, path_uid
 
 blueprint = Blueprint("wado", __name__)
 

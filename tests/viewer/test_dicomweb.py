@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import base64
-import time
-from io import BytesIO
 from collections.abc import Iterator
+from io import BytesIO
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +19,9 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from archive import Archive, Origin
 from tests.archive.helpers import table_rows
-from tests.conftest import ALL_SAMPLES, CT_FILES, DX_FILE, US_FILES, Server, free_port, start_server
-from tests.dicom_scp.helpers import dataset_bytes, stop_and_check
+from tests.conftest import ALL_SAMPLES, CT_FILES, DX_FILE, US_FILES, Server
+from tests.dicom_scp.helpers import dataset_bytes, stop_and_check, wait_for
+from tests.viewer.helpers import start_web_server
 
 PASSWORD = "reading room 2026"
 UTF8_PASSWORD = "đọc phim buổi sáng"
@@ -63,19 +63,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
         archive.accounts.create_token("old-script", admin)
     finally:
         archive.close()
-    http_port = free_port()
-    server = start_server(data, env={"MINIPACS_HTTP_PORT": str(http_port)})
-    url = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                break
-        except requests.RequestException:  # refused, or accepted while gunicorn boots
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"HTTP never answered:\n{server.log()}")
-        time.sleep(0.1)
+    server, url = start_web_server(data)
     yield Web(server, url, token)
     stop_and_check(server)
 
@@ -223,18 +211,17 @@ def test_hostile_values_match_nothing_and_change_nothing(web: Web) -> None:
 def test_every_search_is_audited_with_who_asked(web: Web) -> None:
     web.get("/dicomweb/studies", params={"PatientID": "BN26001002"})
     web.get("/dicomweb/studies", auth=None, headers={"Authorization": f"Bearer {web.token}"})
-    deadline = time.monotonic() + 20
-    while True:
-        archive = web.server.archive()
+    wanted = {("lan", "PatientID=BN26001002"), ("his-emr", "everything")}
+
+    def queries() -> set[tuple[str, str]] | None:
+        archive = web.server.archive()  # the HTTP workers write audit rows in the background
         try:
-            rows = [r for r in table_rows(archive, "audit_event") if r["action"] == "QUERY"]
+            asked = {(r["actor"], r["detail"]) for r in table_rows(archive, "audit_event") if r["action"] == "QUERY"}
         finally:
             archive.close()
-        actors = {(r["actor"], r["detail"]) for r in rows}
-        if {("lan", "PatientID=BN26001002"), ("his-emr", "everything")} <= actors:
-            break
-        assert time.monotonic() < deadline, actors
-        time.sleep(0.2)
+        return asked if wanted <= asked else None
+
+    wait_for(queries, timeout=20, what="the searches' audit rows")
 
 
 def test_wado_rs_sends_each_object_byte_for_byte_as_stored(web: Web) -> None:

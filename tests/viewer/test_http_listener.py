@@ -7,9 +7,8 @@ import socket
 import time
 from pathlib import Path
 
-import requests
-
 from tests.conftest import free_port, start_server
+from tests.viewer.helpers import http_answers
 
 
 def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -17,13 +16,6 @@ def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting until {what}"
         time.sleep(0.1)
-
-
-def answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def refused(port: int) -> bool:
@@ -37,7 +29,7 @@ def test_a_killed_server_leaves_no_http_server_behind(tmp_path: Path) -> None:
     port = free_port()
     for attempt in ("first", "after the kill"):
         server = start_server(tmp_path / "data", env={"MINIPACS_HTTP_PORT": str(port)})
-        wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), 30, f"HTTP answers ({attempt})")
+        wait_until(lambda: http_answers(f"http://127.0.0.1:{port}/healthz"), 30, f"HTTP answers ({attempt})")
         server.process.send_signal(signal.SIGKILL)
         server.process.wait(10)
         wait_until(lambda: refused(port), 20, f"nothing listens on the HTTP port ({attempt})")

@@ -4,7 +4,6 @@ without an HTTP worker holding it in memory."""
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import psutil
@@ -14,8 +13,8 @@ import requests
 from pydicom.dataset import Dataset
 
 from archive import Archive, Origin, query_from_identifier
-from tests.conftest import free_port, start_server
 from tests.dicom_scp.helpers import stop_and_check, write_large_multiframe
+from tests.viewer.helpers import start_web_server
 
 GB = 2**30
 #: What streaming may add to an HTTP worker's memory (the issue's budget: 100 MB).
@@ -43,19 +42,8 @@ def test_one_gigabyte_object_streams_with_little_memory(tmp_path: Path) -> None:
             [ref] = archive.instances(query_from_identifier(_image(result.sop_instance_uid), patient_root=False))
         finally:
             archive.close()
-        port = free_port()
-        server = start_server(data, env={"MINIPACS_HTTP_PORT": str(port)})
+        server, url = start_web_server(data)
         try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
             workers = http_workers(server.process.pid)
             assert workers
             before = {w.pid: w.memory_info().rss for w in workers}
