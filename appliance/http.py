@@ -127,10 +127,26 @@ def wsgi_app() -> Any:
                     archive = open_archive(settings, upgrade=False)
                     atexit.register(archive.close)  # writes queued audit events when the worker stops
                     built.clear()
-                    built[pid] = create_app(archive)
+                    built[pid] = create_app(archive, web_config(settings))
         return built[pid](environ, start_response)
 
     return app
+
+
+def web_config(settings: Settings) -> Any:
+    """The HTTP edge's part of the settings (viewer.config.WebConfig)."""
+    from viewer.config import WebConfig
+
+    origins = tuple(o.strip().rstrip("/") for o in settings["http.cors_origins"].split(",") if o.strip())
+    return WebConfig(
+        anonymous_read=settings["http.anonymous_read"],
+        cors_origins=origins,
+        max_upload_bytes=settings["http.max_upload_mb"] << 20,
+        session_minutes=settings["http.session_minutes"],
+        secret_file=settings.data_dir / "http-session.key",
+        cache_dir=settings.data_dir / "cache" / "rendered" if settings["http.cache_mb"] else None,
+        cache_bytes=settings["http.cache_mb"] << 20,
+    )
 
 
 def main() -> None:

@@ -116,6 +116,16 @@ def _ae_title(value: Any) -> str:
     return text
 
 
+def _origins(value: Any) -> str:
+    """Comma-separated browser origins, each exactly scheme://host[:port] (what a browser sends)."""
+    text = _text(value)
+    for origin in filter(None, (o.strip() for o in text.split(","))):
+        scheme, sep, rest = origin.partition("://")
+        if origin != "*" and (scheme not in ("http", "https") or not sep or not rest or "/" in rest):
+            raise ValueError(f"{origin!r} is not an origin like https://emr.benhvien.vn or http://10.0.0.5:3000")
+    return text
+
+
 def _level(value: Any) -> str:
     text = str(value).strip().upper()
     if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -142,6 +152,11 @@ SPEC: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "dicom.workers": (0, _count),
     "http.host": ("0.0.0.0", _text),
     "http.port": (8080, _port),
+    "http.anonymous_read": (False, _bool),
+    "http.cors_origins": ("", _origins),
+    "http.max_upload_mb": (2048, _at_least_one),
+    "http.session_minutes": (30, _at_least_one),
+    "http.cache_mb": (512, _count),
     "hl7.host": ("0.0.0.0", _text),
     "hl7.port": (2575, _port),
     "log.level": ("INFO", _level),

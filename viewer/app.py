@@ -7,15 +7,17 @@ from flask import Flask, Response, g, jsonify, request
 from archive import Archive
 from viewer import errors, qido, wado
 from viewer.auth import CHALLENGE, Authenticator, Throttled, Unauthorized
+from viewer.config import WebConfig
 
 #: Paths anyone may call: they show no patient data.
 ANONYMOUS = frozenset({"/healthz"})
 
 
-def create_app(archive: Archive) -> Flask:
+def create_app(archive: Archive, config: WebConfig | None = None) -> Flask:
     """The app over `archive`; the caller owns the archive and closes it."""
     app = Flask("minipacs")
     app.config["ARCHIVE"] = archive
+    app.config["WEB"] = config or WebConfig()
     authenticator = Authenticator(archive.accounts)
     errors.register(app)
 

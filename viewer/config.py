@@ -1,0 +1,37 @@
+"""What the HTTP edge needs from the appliance's settings, as one typed object.
+
+The viewer does not read minipacs.toml itself (dependencies point inward):
+appliance/http.py builds this from the settings and hands it to create_app.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import current_app
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    #: Let callers without credentials search and retrieve (never store or administer).
+    #: Only for a trusted hospital LAN where the modality network is closed.
+    anonymous_read: bool = False
+    #: Origins (scheme://host:port) whose pages may call DICOMweb from a browser; "*" for any.
+    cors_origins: tuple[str, ...] = ()
+    #: Largest STOW-RS request body accepted, in bytes (413 above it).
+    max_upload_bytes: int = 2048 << 20
+    #: Minutes a browser session lasts without a request.
+    session_minutes: int = 30
+    #: Where the signing key of browser sessions is kept (created on first use).
+    secret_file: Path | None = None
+    #: Where rendered previews and thumbnails are cached; None: no cache.
+    cache_dir: Path | None = None
+    #: Upper bound of that cache, in bytes.
+    cache_bytes: int = 512 << 20
+
+
+def web_config() -> WebConfig:
+    """The configuration of the app answering the current request."""
+    config: WebConfig = current_app.config["WEB"]
+    return config
