@@ -18,12 +18,14 @@ from pydicom.dataset import Dataset
 
 from archive import Archive, InvalidQuery, Level, Origin, query_from_identifier
 from archive.uids import uid_problem
+from viewer.access import allow
 from viewer.urls import base_url, path_uid
 
 MEDIA_TYPE = "application/dicom+json"
 MAX_LIMIT = 1000
 
 blueprint = Blueprint("qido", __name__)
+blueprint.before_request(allow("search"))
 
 # PS3.18 table 10.6.3-3: what every answer carries at each level.
 _DEFAULT_KEYS: dict[Level, tuple[str, ...]] = {

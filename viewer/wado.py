@@ -35,9 +35,11 @@ from archive import (
     require_unique_key,
 )
 from archive.errors import ArchiveError
+from viewer.access import allow
 from viewer.urls import base_url, path_uid
 
 blueprint = Blueprint("wado", __name__)
+blueprint.before_request(allow("retrieve"))
 
 _CHUNK = 1 << 20
 #: Binary values above this go out as BulkDataURIs in metadata (and are not read to make it).
