@@ -21,13 +21,15 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Search the audit log, newest first. Every DIMSE and HTTP query, retrieve and store, "
         "and every account change, is there.",
         epilog="examples:\n  minipacs audit --user bs.lan --since 2026-11-01\n"
-        "  minipacs audit --contains BN26001001        (a patient ID asked for in queries)\n"
+        "  minipacs audit --patient BN26001001         (who saw this patient's images)\n"
         "  minipacs audit --action RETRIEVE --limit 20",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     audit.add_argument("--user", metavar="NAME", help="who: a user or token name, a calling AE title, cli:...")
     audit.add_argument("--action", metavar="ACTION", help="QUERY, RETRIEVE, VIEW, STORE, USER_ADD, TOKEN_CREATE, ...")
     audit.add_argument("--uid", metavar="UID", help="a study, series or instance UID")
+    audit.add_argument("--patient", metavar="ID", help="a Patient ID: access to any of their studies, "
+                       "and queries that asked for the ID")  # fmt: skip
     audit.add_argument("--contains", metavar="TEXT", help="text in the UID or the detail (case-sensitive)")
     audit.add_argument("--since", metavar="DATE", type=_date, help="from this day (YYYY-MM-DD, local time)")
     audit.add_argument("--until", metavar="DATE", type=_date, help="up to and including this day")
@@ -44,7 +46,8 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     except ServiceError as exc:
         raise AuditError(str(exc)) from exc
     try:
-        records = search(archive.db, actor=args.user, action=args.action, uid=args.uid, contains=args.contains,
+        records = search(archive.db, actor=args.user, action=args.action, uid=args.uid, patient=args.patient,
+                         contains=args.contains,
                          since=args.since, until=args.until + timedelta(days=1) if args.until else None,
                          limit=args.limit)  # fmt: skip
     except ArchiveError as exc:

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy import Table, insert, or_, select
+from sqlalchemy import Table, insert, or_, select, union_all
 
 from archive.db import Database
-from archive.models import AuditEvent
+from archive.models import AuditEvent, Instance, Patient, Series, Study
 from archive.origin import Origin
 
 log = logging.getLogger(__name__)
@@ -130,16 +130,32 @@ class AuditRecord:
     detail: str
 
 
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def search(db: Database, *, actor: str | None = None, action: str | None = None, uid: str | None = None,
-           contains: str | None = None, since: datetime | None = None, until: datetime | None = None,
-           limit: int = 100) -> list[AuditRecord]:  # fmt: skip
+           patient: str | None = None, contains: str | None = None, since: datetime | None = None,
+           until: datetime | None = None, limit: int = 100) -> list[AuditRecord]:  # fmt: skip
     """Audit events, newest first: who looked at what, for the administrator.
 
     `contains` looks in the UID and the detail (which holds, for a query,
-    the keys and values asked, e.g. ``PatientID=BN26001001``).
+    the keys and values asked, e.g. ``PatientID=BN26001001``). `patient`
+    finds what touched one patient's data: events on any of their studies,
+    series or instances as the index holds them now, and queries that asked
+    for their Patient ID.
     """
     t = _AUDIT.c
     stmt = select(t.at, t.actor, t.address, t.action, t.level, t.uid, t.outcome, t.detail)
+    if patient:
+        studies = select(Study.pk).join(Patient, Study.patient_pk == Patient.pk).where(Patient.patient_id == patient)
+        series = select(Series.pk).where(Series.study_pk.in_(studies))
+        uids = union_all(
+            select(Study.study_instance_uid).where(Study.pk.in_(studies)),
+            select(Series.series_instance_uid).where(Series.pk.in_(series)),
+            select(Instance.sop_instance_uid).where(Instance.series_pk.in_(series)),
+        )
+        stmt = stmt.where(or_(t.uid.in_(uids), t.detail.like(_like(f"PatientID={patient}"), escape="\\")))
     if actor:
         stmt = stmt.where(t.actor == actor)
     if action:
@@ -147,7 +163,7 @@ def search(db: Database, *, actor: str | None = None, action: str | None = None,
     if uid:
         stmt = stmt.where(t.uid == uid)
     if contains:
-        pattern = "%" + contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = _like(contains)
         stmt = stmt.where(or_(t.uid.like(pattern, escape="\\"), t.detail.like(pattern, escape="\\")))
     if since:
         stmt = stmt.where(t.at >= since)

@@ -5,38 +5,58 @@ from __future__ import annotations
 from flask import Flask, Response, g, jsonify, request
 
 from archive import Archive
-from viewer import errors, qido, wado
-from viewer.auth import CHALLENGE, Authenticator, Throttled, Unauthorized
+from viewer import admin_api, cors, errors, qido, session, wado
+from viewer.access import ANONYMOUS as ANONYMOUS_ROLE
+from viewer.auth import CHALLENGE, Authenticator, Principal, Throttled, Unauthorized
 from viewer.config import WebConfig
+from viewer.session import SessionRefused, principal_from_session
 
 #: Paths anyone may call: they show no patient data.
-ANONYMOUS = frozenset({"/healthz"})
+ANONYMOUS = frozenset({"/healthz", "/login"})
+#: What http.anonymous_read opens to callers without credentials: reading images, nothing else.
+_ANONYMOUS_READ_PREFIXES = ("/dicomweb/", "/wado")
 
 
 def create_app(archive: Archive, config: WebConfig | None = None) -> Flask:
     """The app over `archive`; the caller owns the archive and closes it."""
     app = Flask("minipacs")
+    config = config or WebConfig()
     app.config["ARCHIVE"] = archive
-    app.config["WEB"] = config or WebConfig()
+    app.config["WEB"] = config
     authenticator = Authenticator(archive.accounts)
+    app.config["AUTHENTICATOR"] = authenticator
+    session.configure(app, config.secret_file)
     errors.register(app)
+
+    @app.errorhandler(Unauthorized)
+    def unauthorized(exc: Unauthorized) -> Response:
+        # No Basic challenge for a failed form login: a browser would pop up its own dialog.
+        headers = {} if request.path == "/login" else {"WWW-Authenticate": CHALLENGE}
+        return errors.json_error(401, exc.message, headers)
+
+    @app.errorhandler(Throttled)
+    def throttled(exc: Throttled) -> Response:
+        return errors.json_error(429, str(exc), {"Retry-After": str(exc.retry_after)})
+
+    @app.errorhandler(SessionRefused)
+    def session_refused(exc: SessionRefused) -> Response:
+        return errors.json_error(exc.status, exc.message)
 
     @app.before_request
     def who_is_asking() -> Response | None:
+        preflight = cors.preflight(config.cors_origins)
+        if preflight is not None:
+            return preflight
         if request.path in ANONYMOUS:
             return None
-        try:
-            g.principal = authenticator.principal(request)
-        except Unauthorized as exc:
-            return errors.json_error(401, exc.message, {"WWW-Authenticate": CHALLENGE})
-        except Throttled as exc:
-            return errors.json_error(429, str(exc), {"Retry-After": str(exc.retry_after)})
+        g.principal = _principal(archive, authenticator, config)
         return None
 
     @app.after_request
-    def no_caching_of_patient_data(response: Response) -> Response:
+    def headers(response: Response) -> Response:
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers["X-Content-Type-Options"] = "nosniff"
+        cors.add_headers(response, config.cors_origins)
         return response
 
     @app.get("/healthz")
@@ -44,6 +64,21 @@ def create_app(archive: Archive, config: WebConfig | None = None) -> Flask:
         stats = archive.statistics()
         return jsonify({"status": "ok", "instances": stats.instances})
 
+    app.register_blueprint(session.blueprint)
     app.register_blueprint(qido.blueprint, url_prefix="/dicomweb")
     app.register_blueprint(wado.blueprint, url_prefix="/dicomweb")
+    app.register_blueprint(admin_api.blueprint, url_prefix="/api")
     return app
+
+
+def _principal(archive: Archive, authenticator: Authenticator, config: WebConfig) -> Principal:
+    """Credentials first (Basic, Bearer), then the session cookie, then anonymous reading if enabled."""
+    if request.headers.get("Authorization"):
+        return authenticator.principal(request)
+    principal = principal_from_session(archive)
+    if principal is not None:
+        return principal
+    if (config.anonymous_read and request.method in ("GET", "HEAD")
+            and request.path.startswith(_ANONYMOUS_READ_PREFIXES)):  # fmt: skip
+        return Principal("anonymous", ANONYMOUS_ROLE, "anonymous")
+    raise Unauthorized("log in: HTTP Basic (user name and password), a Bearer token, or POST /login")

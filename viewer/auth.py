@@ -29,7 +29,8 @@ _MAX_FAILURES = 10
 
 @dataclass(frozen=True)
 class Principal:
-    """A logged-in person (``kind == "user"``) or a system with a token (``"token"``)."""
+    """Who is asking: ``kind`` is how they proved it: ``"user"`` (HTTP Basic), ``"session"``
+    (a browser's login cookie), ``"token"`` (Bearer) or ``"anonymous"`` (http.anonymous_read)."""
 
     name: str
     role: str
@@ -62,8 +63,8 @@ class Authenticator:
         address = request.remote_addr or ""
         if not header:
             raise Unauthorized("log in: HTTP Basic (user name and password) or a Bearer token")
-        self._check_throttle(address)
         if scheme.lower() == "bearer":
+            self._check_throttle(address)
             token = self._accounts.verify_token(value.strip())
             if token is None:
                 self._failed(address)
@@ -72,6 +73,15 @@ class Authenticator:
         if scheme.lower() == "basic":
             return self._basic(value.strip(), address)
         raise Unauthorized(f"authorization scheme {scheme!r} is not supported: use Basic or Bearer")
+
+    def login(self, username: str, password: str, address: str) -> Principal:
+        """A person logging in with a form (a browser session): throttled like Basic, never cached."""
+        self._check_throttle(address)
+        user = self._accounts.authenticate(username, password)
+        if user is None:
+            self._failed(address)
+            raise Unauthorized("wrong user name or password, or the account is disabled")
+        return Principal(user.username, user.role, "session")
 
     def _basic(self, value: str, address: str) -> Principal:
         try:
@@ -86,11 +96,8 @@ class Authenticator:
             remembered = self._remembered.get(key)
         if remembered and now - remembered[0] < _CACHE_SECONDS:
             return remembered[1]
-        user = self._accounts.authenticate(username, password)
-        if user is None:
-            self._failed(address)
-            raise Unauthorized("wrong user name or password, or the account is disabled")
-        principal = Principal(user.username, user.role, "user")
+        principal = self.login(username, password, address)
+        principal = Principal(principal.name, principal.role, "user")
         with self._lock:
             self._remembered[key] = (now, principal)
         return principal

@@ -69,3 +69,28 @@ def test_bad_arguments_say_what_to_give(tmp_path: Path) -> None:
                           (["--limit", "lots"], "give a number from 1 to 100000")):  # fmt: skip
         result = minipacs_audit(tmp_path, *args)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_finds_everything_that_touched_one_patient(tmp_path: Path) -> None:
+    from pydicom import dcmread
+
+    from tests.conftest import CT_FILES, DX_FILE
+
+    seed(tmp_path)
+    ct = dcmread(CT_FILES[0], stop_before_pixels=True)
+    archive = open_archive(tmp_path / "data")
+    try:
+        for path in (CT_FILES[0], DX_FILE):
+            with open(path, "rb") as f:
+                archive.ingest(f, Origin("IMPORT", "", "IMPORT"))
+        viewer = Origin("bs.hoa", "10.0.0.9", "WADO")
+        for level, uid in (("STUDY", ct.StudyInstanceUID), ("SERIES", ct.SeriesInstanceUID),
+                           ("IMAGE", ct.SOPInstanceUID), ("STUDY", dcmread(DX_FILE).StudyInstanceUID)):  # fmt: skip
+            archive.audit.record(viewer, "VIEW", level, str(uid), "done")
+        archive.audit.record(viewer, "QUERY", "STUDY", "", "1 matches", f"PatientID={ct.PatientID}")
+    finally:
+        archive.close()
+    found = events(minipacs_audit(tmp_path, "--patient", str(ct.PatientID), "--user", "bs.hoa"))
+    assert sorted((e[4], e[5]) for e in found) == [
+        ("QUERY", "STUDY"), ("VIEW", "IMAGE"), ("VIEW", "SERIES"), ("VIEW", "STUDY")]  # not the DX patient's study
+    assert minipacs_audit(tmp_path, "--patient", "BN-NOBODY").stdout.strip() == "no audit events match"

@@ -18,10 +18,10 @@ def http_answers(url: str) -> bool:
         return False
 
 
-def start_web_server(data: Path, timeout: float = 30) -> tuple[Server, str]:
+def start_web_server(data: Path, timeout: float = 30, env: dict[str, str] | None = None) -> tuple[Server, str]:
     """`minipacs serve` on `data` with a free HTTP port; returns it and its base URL once /healthz answers."""
     port = free_port()
-    server = start_server(data, env={"MINIPACS_HTTP_PORT": str(port)})
+    server = start_server(data, env={**(env or {}), "MINIPACS_HTTP_PORT": str(port)})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while not http_answers(f"{url}/healthz"):
