@@ -6,6 +6,7 @@ from flask import Flask, Response, g, jsonify, request
 
 from archive import Archive
 from viewer import admin_api, cors, errors, qido, session, wado
+from viewer import stow
 from viewer.access import ANONYMOUS as ANONYMOUS_ROLE
 from viewer.auth import CHALLENGE, Authenticator, Principal, Throttled, Unauthorized
 from viewer.config import WebConfig
@@ -67,6 +68,7 @@ def create_app(archive: Archive, config: WebConfig | None = None) -> Flask:
     app.register_blueprint(session.blueprint)
     app.register_blueprint(qido.blueprint, url_prefix="/dicomweb")
     app.register_blueprint(wado.blueprint, url_prefix="/dicomweb")
+    app.register_blueprint(stow.blueprint, url_prefix="/dicomweb")
     app.register_blueprint(admin_api.blueprint, url_prefix="/api")
     return app
 
