@@ -1,10 +1,13 @@
-"""Test data for bench/ingest: realistic CT and DX Part 10 files, made once and cached.
+"""Test data for the benchmarks: realistic CT, DX and XA Part 10 files, made once and cached.
 
 Layout under ``bench/out/data`` (reused while ``VERSION`` matches the marker):
 
 - ``ct1/``            1,000 CT slices of one study (512x512, 16-bit, ~0.5 MB each)
 - ``ct4/sender1..4/`` 250 CT slices each, one patient and study per sender
 - ``dx/``             20 DX images of ~10 MB (2236x2236, 16-bit), one study
+
+bench/web keeps its own objects (a CT series, DX of another size, a 1 GB XA
+cine made by ``xa_cine``) under ``bench/out/web-data``.
 
 Headers follow what a CT or DX modality sends (patient, study, series,
 equipment, frame of reference, image plane, pixel, CT/DX image, VOI LUT
@@ -15,6 +18,7 @@ Everything is seeded, so the same files come out every time.
 from __future__ import annotations
 
 import shutil
+import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +30,7 @@ from pydicom.uid import (
     CTImageStorage,
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
+    XRayAngiographicImageStorage,
     UID,
 )
 
@@ -91,11 +96,11 @@ def ensure() -> dict[str, Folder]:
         shutil.rmtree(DATA, ignore_errors=True)
         print(f"generating test data in {DATA} (once; reused while present) ...", flush=True)
         rng = np.random.default_rng(20231123)
-        ct_series(DATA / "ct1", _study("ct1", PATIENTS[0], "CT ngực bụng có tiêm thuốc"), 1000, rng)
+        ct_series(DATA / "ct1", new_study("ct1", PATIENTS[0], "CT ngực bụng có tiêm thuốc"), 1000, rng)
         for n in range(1, 5):
-            study = _study(f"ct4-{n}", PATIENTS[n], "CT sọ não không tiêm thuốc")
+            study = new_study(f"ct4-{n}", PATIENTS[n], "CT sọ não không tiêm thuốc")
             ct_series(DATA / "ct4" / f"sender{n}", study, 250, rng)
-        dx_study(DATA / "dx", _study("dx", PATIENTS[5], "X-quang cột sống thắt lưng"), 20, rng)
+        dx_study(DATA / "dx", new_study("dx", PATIENTS[5], "X-quang cột sống thắt lưng"), 20, rng)
         marker.write_text(VERSION + "\n")
     return {
         "ct1": _describe(DATA / "ct1"),
@@ -109,7 +114,7 @@ def _describe(folder: Path) -> Folder:
     return Folder(folder, len(files), sum(f.stat().st_size for f in files))
 
 
-def _study(key: str, patient: Patient, description: str) -> Study:
+def new_study(key: str, patient: Patient, description: str) -> Study:
     accession = f"{key.upper().replace('-', '')}2311230{len(key)}"[:16]
     return Study(key, patient, accession, description, "20231123", "091522",
                  "Võ^Minh Tâm")  # fmt: skip
@@ -221,15 +226,17 @@ def ct_series(folder: Path, study: Study, count: int, rng: np.random.Generator) 
         ds.RescaleSlope = "1"
         ds.RescaleType = "HU"
         ds.PixelData = pixels.tobytes()
-        _write(ds, folder / f"CT{i + 1:05d}.dcm")
+        write(ds, folder / f"CT{i + 1:05d}.dcm")
 
 
-def dx_study(folder: Path, study: Study, count: int, rng: np.random.Generator) -> None:
-    """`count` DX images of DX_SIZE square, 14 bits stored in 16."""
-    y, x = np.mgrid[:DX_SIZE, :DX_SIZE].astype(np.float32) / DX_SIZE
+def dx_study(folder: Path, study: Study, count: int, rng: np.random.Generator,
+             rows: int = DX_SIZE, columns: int = DX_SIZE) -> None:  # fmt: skip
+    """`count` DX images of `rows` x `columns` (DX_SIZE square by default), 14 bits stored in 16."""
+    y, x = np.mgrid[:rows, :columns].astype(np.float32)
+    y, x = y / rows, x / columns
     base_image = 2000 + 9000 * np.exp(-(((x - 0.5) / 0.18) ** 2)) * (0.6 + 0.4 * np.cos(y * 40))
     for i in range(count):
-        noise = rng.integers(0, 200, (DX_SIZE, DX_SIZE), dtype=np.uint16)
+        noise = rng.integers(0, 200, (rows, columns), dtype=np.uint16)
         pixels = (base_image.astype(np.uint16) + noise) & 0x3FFF
         ds = base(study, 1 + i // 4, i + 1, DigitalXRayImageStorageForPresentation, "DX")
         ds.PresentationIntentType = "FOR PRESENTATION"
@@ -255,7 +262,7 @@ def dx_study(folder: Path, study: Study, count: int, rng: np.random.Generator) -
         ds.DetectorType = "SCINTILLATOR"
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = ds.Columns = DX_SIZE
+        ds.Rows, ds.Columns = rows, columns
         ds.BitsAllocated = 16
         ds.BitsStored = 14
         ds.HighBit = 13
@@ -266,7 +273,55 @@ def dx_study(folder: Path, study: Study, count: int, rng: np.random.Generator) -
         ds.RescaleSlope = "1"
         ds.RescaleType = "US"
         ds.PixelData = pixels.tobytes()
-        _write(ds, folder / f"DX{i + 1:03d}.dcm")
+        write(ds, folder / f"DX{i + 1:03d}.dcm")
+
+
+def xa_cine(path: Path, study: Study, frames: int, rng: np.random.Generator, size: int = 1024) -> None:
+    """One uncompressed XA cine run of `frames` frames of `size` square, 8 bits: `frames` MiB at 1024.
+
+    The pixel data is written straight to the file a frame at a time, so a
+    1 GB object never sits in memory.
+    """
+    ds = base(study, 1, 1, XRayAngiographicImageStorage, "XA")
+    ds.Manufacturer, ds.ManufacturerModelName, ds.StationName = "Philips", "Azurion 7", "CATH01"
+    ds.SeriesDescription, ds.ProtocolName = "Coronary LCA cine", "CORO_LCA"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "SINGLE PLANE"]
+    ds.PixelIntensityRelationship = "LOG"
+    ds.KVP = "78"
+    ds.RadiationSetting = "GR"
+    ds.ExposureTime = "7"
+    ds.XRayTubeCurrent = "650"
+    ds.DistanceSourceToDetector = "1195"
+    ds.PositionerMotion = "STATIC"
+    ds.PositionerPrimaryAngle = "-30"
+    ds.PositionerSecondaryAngle = "20"
+    ds.NumberOfFrames = frames
+    ds.FrameIncrementPointer = 0x00181063  # FrameTime
+    ds.FrameTime = "66.7"
+    ds.CineRate = 15
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ds.Columns = size
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.LossyImageCompression = "00"
+    write(ds, path)
+    # A vessel tree moving over a noisy background: 16 frames, repeated.
+    y, x = np.mgrid[:size, :size].astype(np.float32) / size
+    cycle = []
+    for k in range(16):
+        vessel = np.abs(y - 0.5 - 0.2 * np.sin(x * 9 + k / 3)) < 0.01
+        frame = 170 - vessel * 90 + rng.integers(0, 20, (size, size))
+        cycle.append(frame.astype(np.uint8).tobytes())
+    length = frames * size * size
+    with path.open("ab") as f:
+        # (7FE0,0010) OB, explicit VR little endian: tag, VR, 2 reserved bytes, 4-byte length.
+        f.write(struct.pack("<HH2s2xI", 0x7FE0, 0x0010, b"OB", length + length % 2))
+        for i in range(frames):
+            f.write(cycle[i % len(cycle)])
+        if length % 2:
+            f.write(b"\0")
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:
@@ -277,7 +332,8 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
-def _write(ds: Dataset, path: Path) -> None:
+def write(ds: Dataset, path: Path) -> None:
+    """`ds` as a Part 10 file in Explicit VR Little Endian, with the bench's file meta."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

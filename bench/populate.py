@@ -6,6 +6,7 @@ ingest makes: each series' first instance is a small pydicom header run
 through ``archive.attributes.index_record``; the series' other instances copy
 that record with their own UID, number and position; every instance goes
 through ``archive.index_writer.add_instance``, the function ingest calls.
+bench/web takes the headers of its small archive from the same Generator.
 
 The archive is what a district hospital collects over three years: many CR/DX
 studies of 1-2 images, ultrasound of 5-20, some CT of 100-300; Vietnamese
@@ -24,6 +25,7 @@ import random
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -211,6 +213,19 @@ class Generator:
             ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
         return ds
 
+    def visits(self) -> Iterator[tuple[Dataset, Kind, Dataset]]:
+        """Patients and their 1-8 visits, without end: (patient, kind of study, study).
+
+        A patient's visits come one after the other; a new patient Dataset
+        object starts the next one's.
+        """
+        while True:
+            patient = self.patient()
+            visits = min(8, 1 + int(self.rng.expovariate(1.4)))
+            for _ in range(visits):
+                kind = self.rng.choices(KINDS, weights=[k.share for k in KINDS])[0]
+                yield patient, kind, self.study(patient, kind)
+
     def images_of(self, kind: Kind) -> list[int]:
         """Images per series of one study of `kind`."""
         low, high = kind.images
@@ -266,34 +281,34 @@ def populate(data_dir: Path, instances: int = 100_000, seed: int = 1, progress: 
     gen = Generator(seed)
     summary = Summary()
     batch: list[tuple[IndexRecord, StoredInstance, Origin, datetime]] = []
+    last_patient = None
     try:
-        while summary.instances < instances:
-            patient = gen.patient()
-            summary.patients += 1
-            visits = min(8, 1 + int(gen.rng.expovariate(1.4)))
-            for _ in range(visits):
-                kind = gen.rng.choices(KINDS, weights=[k.share for k in KINDS])[0]
-                study = gen.study(patient, kind)
-                summary.studies += 1
-                summary.by_modality[kind.modality] = summary.by_modality.get(kind.modality, 0) + 1
-                origin = Origin(kind.station, f"192.168.10.{KINDS.index(kind) + 21}", "DIMSE", "populate")
-                received = datetime.strptime(study.StudyDate + study.StudyTime, "%Y%m%d%H%M%S")
-                received = received.replace(tzinfo=UTC) - timedelta(hours=7) + timedelta(minutes=12)
-                for number, count in enumerate(gen.images_of(kind), start=1):
-                    header = gen.series(study, kind, number, count)
-                    summary.series += 1
-                    for record in instance_records(gen, index_record(header), count, kind.modality):
-                        i = record.instance
-                        key = f"{study.StudyInstanceUID}/{header.SeriesInstanceUID}/{i.sop_instance_uid}.{gen.rng.getrandbits(32):08x}.dcm"
-                        stored = StoredInstance(key, kind.size, f"{gen.rng.getrandbits(256):064x}",
-                                                "1.2.840.10008.1.2.1")  # fmt: skip
-                        batch.append((record, stored, origin, received))
-                        summary.instances += 1
-            if len(batch) >= 5000:
-                _write(db, batch)
-                batch.clear()
-                if progress:
-                    print(f"\r  populated {summary.instances:,} instances", end="", file=sys.stderr, flush=True)
+        for patient, kind, study in gen.visits():
+            if patient is not last_patient:  # whole patients: stop only between two
+                if len(batch) >= 5000:
+                    _write(db, batch)
+                    batch.clear()
+                    if progress:
+                        print(f"\r  populated {summary.instances:,} instances", end="", file=sys.stderr, flush=True)
+                if summary.instances >= instances:
+                    break
+                last_patient = patient
+                summary.patients += 1
+            summary.studies += 1
+            summary.by_modality[kind.modality] = summary.by_modality.get(kind.modality, 0) + 1
+            origin = Origin(kind.station, f"192.168.10.{KINDS.index(kind) + 21}", "DIMSE", "populate")
+            received = datetime.strptime(study.StudyDate + study.StudyTime, "%Y%m%d%H%M%S")
+            received = received.replace(tzinfo=UTC) - timedelta(hours=7) + timedelta(minutes=12)
+            for number, count in enumerate(gen.images_of(kind), start=1):
+                header = gen.series(study, kind, number, count)
+                summary.series += 1
+                for record in instance_records(gen, index_record(header), count, kind.modality):
+                    i = record.instance
+                    key = f"{study.StudyInstanceUID}/{header.SeriesInstanceUID}/{i.sop_instance_uid}.{gen.rng.getrandbits(32):08x}.dcm"
+                    stored = StoredInstance(key, kind.size, f"{gen.rng.getrandbits(256):064x}",
+                                            "1.2.840.10008.1.2.1")  # fmt: skip
+                    batch.append((record, stored, origin, received))
+                    summary.instances += 1
         _write(db, batch)
     finally:
         db.dispose()

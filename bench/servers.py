@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from common import PYTHON, ROOT, free_port
 ORTHANC = Path("/usr/sbin/Orthanc")
 VERIFICATION = UID("1.2.840.10008.1.1")
 BARE_SCP = Path(__file__).with_name("bare_scp.py")
+DICOMWEB_PLUGINS = (Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so"),
+                    Path("/usr/lib/orthanc/libOrthancDicomWeb.so.1.7"))  # fmt: skip
 
 
 @dataclass
@@ -120,20 +123,30 @@ def start_minipacs(folder: Path, log_level: str = "INFO", log_dir: Path | None =
     # so every run uses the documented defaults.
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPACS_")}
     env["MINIPACS_DICOM_HOST"] = "127.0.0.1"
+    http_port = free_port()
     argv = [str(PYTHON), "-m", "appliance.cli", "serve", "--data", str(folder),
-            "--dicom-port", str(port), "--http-port", str(free_port()),
+            "--dicom-port", str(port), "--http-port", str(http_port),
             "--hl7-port", str(free_port()), "--log-level", log_level]  # fmt: skip
     env["PYTHONPATH"] = str(ROOT)
     process, log_path = _spawn(folder, argv, env, log_dir)
-    return _wait_ready(Server("minipacs", "MINIPACS", port, folder, process, log_path))
+    return _wait_ready(Server("minipacs", "MINIPACS", port, folder, process, log_path, http_port))
 
 
 def orthanc_available() -> bool:
     return ORTHANC.is_file() and os.access(ORTHANC, os.X_OK)
 
 
-def start_orthanc(folder: Path) -> Server:
-    """Debian's Orthanc with its defaults except storage location, ports and compression."""
+def orthanc_dicomweb_plugin() -> Path | None:
+    """Debian's orthanc-dicomweb plugin, if installed."""
+    return next((p for p in DICOMWEB_PLUGINS if p.is_file()), None)
+
+
+def start_orthanc(folder: Path, dicomweb: bool = False, log_dir: Path | None = None) -> Server:
+    """Debian's Orthanc with its defaults except storage location, ports and compression.
+
+    With `dicomweb`, it loads Debian's DICOMweb plugin (orthanc-dicomweb) at
+    /dicom-web/, otherwise no plugins.
+    """
     port, http_port = free_port(), free_port()
     folder.mkdir(parents=True, exist_ok=True)
     config = {
@@ -150,9 +163,15 @@ def start_orthanc(folder: Path) -> Server:
         "RemoteAccessAllowed": False,
         "Plugins": [],
     }
+    if dicomweb:
+        plugin = orthanc_dicomweb_plugin()
+        if plugin is None:
+            raise RuntimeError("the Orthanc DICOMweb plugin is not installed (tests/setup.sh orthanc-dicomweb)")
+        config["Plugins"] = [str(plugin)]
+        config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/"}
     config_path = folder / "orthanc.json"
     config_path.write_text(json.dumps(config, indent=2))
-    process, log_path = _spawn(folder, [str(ORTHANC), str(config_path)])
+    process, log_path = _spawn(folder, [str(ORTHANC), str(config_path)], log_dir=log_dir)
     return _wait_ready(Server("orthanc", "ORTHANC", port, folder, process, log_path, http_port))
 
 
@@ -164,7 +183,7 @@ def start_bare(folder: Path) -> Server:
     return _wait_ready(Server("bare", "BARE", port, folder, process, log_path))
 
 
-START = {"minipacs": start_minipacs, "orthanc": start_orthanc, "bare": start_bare}
+START: dict[str, Callable[[Path], Server]] = {"minipacs": start_minipacs, "orthanc": start_orthanc, "bare": start_bare}
 
 
 def remove(server: Server) -> None:

@@ -1,5 +1,6 @@
 """The benchmarks' own tools work: the synthetic index is the index ingest
-would write, and findscu's log is read as findscu writes it.
+would write, findscu's log is read as findscu writes it, the XA cine written
+by hand is a valid file, and bench/web's cold renders never reuse an instance.
 
 The figures themselves are the benchmarks' business (bench/README.md).
 """
@@ -10,6 +11,8 @@ import random
 import sys
 from pathlib import Path
 
+import numpy as np
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from archive import Archive, query_from_identifier
@@ -17,8 +20,10 @@ from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
 
+import data  # noqa: E402
 import find  # noqa: E402
 import populate  # noqa: E402
+import web  # noqa: E402
 
 
 def test_populate_writes_the_rows_ingest_would(tmp_path: Path) -> None:
@@ -61,3 +66,20 @@ def test_findscu_log_gives_latency_matches_and_status_per_query() -> None:
     parsed = find.parse_findscu_log(log)
     assert [(round(t * 1000, 3), n, s) for t, n, s in parsed] == [
         (52.113, 2, "Success"), (542.0, 0, "Failed: Unable to Process")]
+
+
+def test_xa_cine_writes_its_pixel_data_frame_by_frame_into_a_valid_file(tmp_path: Path) -> None:
+    path = tmp_path / "XA.dcm"
+    data.xa_cine(path, data.new_study("t", data.PATIENTS[0], "test"), 3, np.random.default_rng(1), size=64)
+    ds = dcmread(path)
+    assert (ds.NumberOfFrames, ds.Rows, ds.Columns) == (3, 64, 64)
+    assert ds.pixel_array.shape == (3, 64, 64)
+    assert path.stat().st_size > 3 * 64 * 64
+
+
+def test_web_cold_renders_use_instances_nothing_else_touched() -> None:
+    instances = [web.Instance("1", "2", str(n)) for n in range(16)]
+    pools = web.pools(instances, warm=2, cold=30)
+    cold = pools.cold["rendered"] + pools.cold["thumbnail"]
+    assert len(pools.cold["rendered"]) == len(pools.cold["thumbnail"]) == 7
+    assert len(set(cold)) == len(cold) and not set(cold) & set(pools.warm)
