@@ -5,11 +5,12 @@ from __future__ import annotations
 from flask import Flask, Response, g, jsonify, request
 
 from archive import Archive
-from viewer import admin_api, cors, errors, qido, session, wado
+from viewer import admin_api, cors, errors, qido, rendered, session, wado, wado_uri
 from viewer import stow
 from viewer.access import ANONYMOUS as ANONYMOUS_ROLE
 from viewer.auth import CHALLENGE, Authenticator, Principal, Throttled, Unauthorized
 from viewer.config import WebConfig
+from viewer.render_cache import RenderCache
 from viewer.session import SessionRefused, principal_from_session
 
 #: Paths anyone may call: they show no patient data.
@@ -26,6 +27,7 @@ def create_app(archive: Archive, config: WebConfig | None = None) -> Flask:
     app.config["WEB"] = config
     authenticator = Authenticator(archive.accounts)
     app.config["AUTHENTICATOR"] = authenticator
+    app.config["RENDER_CACHE"] = RenderCache(config.cache_dir, config.cache_bytes) if config.cache_dir else None
     session.configure(app, config.secret_file)
     errors.register(app)
 
@@ -69,6 +71,8 @@ def create_app(archive: Archive, config: WebConfig | None = None) -> Flask:
     app.register_blueprint(qido.blueprint, url_prefix="/dicomweb")
     app.register_blueprint(wado.blueprint, url_prefix="/dicomweb")
     app.register_blueprint(stow.blueprint, url_prefix="/dicomweb")
+    app.register_blueprint(rendered.blueprint, url_prefix="/dicomweb")
+    app.register_blueprint(wado_uri.blueprint)
     app.register_blueprint(admin_api.blueprint, url_prefix="/api")
     return app
 

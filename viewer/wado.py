@@ -91,7 +91,7 @@ def bulkdata(study: str, series: str, instance: str, tag: str) -> Response:
     archive: Archive = current_app.config["ARCHIVE"]
     if len(tag) != 8 or any(c not in "0123456789abcdefABCDEF" for c in tag):
         raise InvalidQuery(f"bulk data tag {tag[:20]!r} is not eight hex digits, e.g. 7FE00010")
-    [ref] = _refs(archive, "IMAGE", StudyInstanceUID=path_uid(study, "study"),
+    [ref] = refs_for(archive, "IMAGE", StudyInstanceUID=path_uid(study, "study"),
                   SeriesInstanceUID=path_uid(series, "series"), SOPInstanceUID=path_uid(instance, "instance"))  # fmt: skip
     with archive.open_instance(ref) as stream:
         ds = dcmread(stream, defer_size=_INLINE_LIMIT)
@@ -101,7 +101,7 @@ def bulkdata(study: str, series: str, instance: str, tag: str) -> Response:
         raise NotFound(f"{ref.sop_instance_uid} has no bulk data element {tag.upper()}")
     if element.length == 0xFFFFFFFF:
         raise NotAcceptable("this pixel data is compressed (encapsulated): ask for its /frames instead")
-    _audit(archive, "RETRIEVE", "IMAGE", ref.sop_instance_uid, f"bulk data {tag.upper()}")
+    audit_access(archive, "RETRIEVE", "IMAGE", ref.sop_instance_uid, f"bulk data {tag.upper()}")
     boundary = secrets.token_hex(16)
     parts = (_bulk_part(archive, ref, element.value_tell, element.length, boundary) if element.value is None
              else iter([_part_header(boundary), bytes(element.value), _closing(boundary)]))  # fmt: skip
@@ -132,7 +132,7 @@ def _bulk_part(archive: Archive, ref: InstanceRef, offset: int, length: int, bou
 def _metadata(level: str, **keys: str) -> Response:
     """Every instance's attributes as DICOM JSON; values over 64 KB as BulkDataURIs."""
     archive: Archive = current_app.config["ARCHIVE"]
-    refs = _refs(archive, level, **keys)
+    refs = refs_for(archive, level, **keys)
     base = base_url()
     results = []
     for ref in refs:
@@ -150,17 +150,17 @@ def _metadata(level: str, **keys: str) -> Response:
             vr = "OB" if compressed or int(ds.get("BitsAllocated", 16)) <= 8 else "OW"
             attrs["7FE00010"] = {"vr": vr, "BulkDataURI": f"{instance_url}/bulkdata/7FE00010"}
         results.append(dict(sorted(attrs.items())))
-    _audit(archive, "VIEW", level, list(keys.values())[-1], f"metadata of {len(refs)} instances")
+    audit_access(archive, "VIEW", level, list(keys.values())[-1], f"metadata of {len(refs)} instances")
     return Response(json.dumps(results, ensure_ascii=False), status=200,
                     content_type="application/dicom+json; charset=utf-8")  # fmt: skip
 
 
-def _audit(archive: Archive, action: str, level: str, uid: str, outcome: str) -> None:
+def audit_access(archive: Archive, action: str, level: str, uid: str, outcome: str) -> None:
     principal = g.principal
     archive.audit.record(Origin(principal.name, request.remote_addr or "", "WADO"), action, level, uid, outcome)
 
 
-def _refs(archive: Archive, level: str, **keys: str) -> list[InstanceRef]:
+def refs_for(archive: Archive, level: str, **keys: str) -> list[InstanceRef]:
     identifier = Dataset()
     identifier.QueryRetrieveLevel = level
     for keyword, value in keys.items():
@@ -176,14 +176,14 @@ def _refs(archive: Archive, level: str, **keys: str) -> list[InstanceRef]:
 def _retrieve(level: str, **keys: str) -> Response:
     archive: Archive = current_app.config["ARCHIVE"]
     wanted = accepted_transfer_syntax(request.headers.get("Accept", ""))
-    refs = _refs(archive, level, **keys)
+    refs = refs_for(archive, level, **keys)
     for ref in refs:
-        if wanted != _ANY and ref.transfer_syntax_uid != wanted and not _convertible(ref, wanted):
+        if wanted != _ANY and ref.transfer_syntax_uid != wanted and not convertible(ref, wanted):
             raise NotAcceptable(
                 f"{ref.sop_instance_uid} is stored as {UID(ref.transfer_syntax_uid).name} and cannot be "
                 f"sent as {UID(wanted).name}: ask with transfer-syntax=* to get it as stored"
             )
-    _audit(archive, "RETRIEVE", level, list(keys.values())[-1], f"{len(refs)} instances")
+    audit_access(archive, "RETRIEVE", level, list(keys.values())[-1], f"{len(refs)} instances")
     boundary = secrets.token_hex(16)
     return Response(
         _multipart(archive, refs, wanted, boundary),
@@ -217,7 +217,7 @@ def accepted_transfer_syntax(accept: str) -> str:
     )
 
 
-def _convertible(ref: InstanceRef, wanted: str) -> bool:
+def convertible(ref: InstanceRef, wanted: str) -> bool:
     if wanted != ExplicitVRLittleEndian:
         return False
     stored = UID(ref.transfer_syntax_uid)
@@ -233,12 +233,12 @@ def _multipart(archive: Archive, refs: list[InstanceRef], wanted: str, boundary:
                 while chunk := stream.read(_CHUNK):
                     yield chunk
         else:
-            yield _converted(archive, ref)
+            yield converted(archive, ref)
         yield b"\r\n"
     yield f"--{boundary}--\r\n".encode()
 
 
-def _converted(archive: Archive, ref: InstanceRef) -> bytes:
+def converted(archive: Archive, ref: InstanceRef) -> bytes:
     """`ref` in Explicit VR Little Endian: decompressed (lossless, same UID) or re-encoded."""
     ds = archive.read_dataset(ref)
     if UID(ref.transfer_syntax_uid).is_compressed:
@@ -267,7 +267,7 @@ def frames(study: str, series: str, instance: str, frame_list: str) -> Response:
     """Frames as application/octet-stream (decoded), or compressed as stored when the Accept
     header names the stored form's media type or transfer-syntax=* (PS3.18 10.4.1.1.4)."""
     archive: Archive = current_app.config["ARCHIVE"]
-    [ref] = _refs(archive, "IMAGE", StudyInstanceUID=path_uid(study, "study"),
+    [ref] = refs_for(archive, "IMAGE", StudyInstanceUID=path_uid(study, "study"),
                   SeriesInstanceUID=path_uid(series, "series"), SOPInstanceUID=path_uid(instance, "instance"))  # fmt: skip
     with archive.open_instance(ref) as stream:
         header = dcmread(stream, stop_before_pixels=True)
@@ -278,7 +278,7 @@ def frames(study: str, series: str, instance: str, frame_list: str) -> Response:
     stored = ref.transfer_syntax_uid
     compressed_type = _FRAME_MEDIA_TYPES.get(stored)
     as_stored = compressed_type is not None and _wants_stored_frames(request.headers.get("Accept", ""), compressed_type)
-    _audit(archive, "RETRIEVE", "IMAGE", ref.sop_instance_uid, f"frames {frame_list[:100]}")
+    audit_access(archive, "RETRIEVE", "IMAGE", ref.sop_instance_uid, f"frames {frame_list[:100]}")
     boundary = secrets.token_hex(16)
     media_type = compressed_type if as_stored and compressed_type else "application/octet-stream"
     part_type = f"{media_type}; transfer-syntax={stored}" if as_stored else media_type
