@@ -10,6 +10,7 @@ string: QIDO query strings hold patient names.
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 import signal
@@ -128,9 +129,22 @@ def wsgi_app() -> Any:
                     atexit.register(archive.close)  # writes queued audit events when the worker stops
                     built.clear()
                     built[pid] = create_app(archive, web_config(settings))
+                    _freeze_heap()
         return built[pid](environ, start_response)
 
+    _freeze_heap()  # in the master: what the workers inherit stays shared and is never scanned
     return app
+
+
+def _freeze_heap() -> None:
+    """Move every object alive now out of the garbage collector's sight.
+
+    The modules, the app and the archive live as long as the worker; a full
+    collection walking them took 35-40 ms every 16th or so request (bench/web,
+    QIDO p95), and they are never garbage. Objects made later are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def web_config(settings: Settings) -> Any:
