@@ -1,4 +1,4 @@
-"""The HTTP edge: DICOMweb (QIDO-RS and WADO-RS retrieve so far), health, and who may use them.
+"""The HTTP edge: DICOMweb (QIDO, WADO-RS/URI, STOW, rendered), login, health, and who may use them.
 
 A Flask app over the same Archive the DICOM edge uses; gunicorn serves it
 (appliance/http.py starts and stops it with the other listeners).

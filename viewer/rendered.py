@@ -180,7 +180,11 @@ def _request(allowed: frozenset[str]) -> render.RenderRequest:
 
 
 def _thumbnail_request() -> render.RenderRequest:
-    """Thumbnails: JPEG, the default window, fitting a viewport (default 128 x 128, never enlarged)."""
+    """Thumbnails: JPEG, the default window, fitting a viewport (default 128 x 128).
+
+    Study, series and instance thumbnails are never enlarged (render.thumbnail);
+    a frame's thumbnail is that frame fitted like /rendered, so a tiny frame grows.
+    """
     base = _request(_THUMBNAIL_PARAMETERS)
     if base.media_type != "image/jpeg":
         raise NotAcceptable("thumbnails are image/jpeg: ask for /rendered with a viewport for a PNG")
