@@ -158,6 +158,7 @@ def web_config(settings: Settings) -> Any:
         max_upload_bytes=settings["http.max_upload_mb"] << 20,
         session_minutes=settings["http.session_minutes"],
         secret_file=settings.data_dir / "http-session.key",
+        spool_dir=settings.spool_dir,
         cache_dir=settings.data_dir / "cache" / "rendered" if settings["http.cache_mb"] else None,
         cache_bytes=settings["http.cache_mb"] << 20,
     )

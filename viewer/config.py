@@ -25,6 +25,8 @@ class WebConfig:
     session_minutes: int = 30
     #: Where the signing key of browser sessions is kept (created on first use).
     secret_file: Path | None = None
+    #: Where STOW-RS parts wait for ingest (on the archive's disk); None: the system's temporary folder.
+    spool_dir: Path | None = None
     #: Where rendered previews and thumbnails are cached; None: no cache.
     cache_dir: Path | None = None
     #: Upper bound of that cache, in bytes.

@@ -247,14 +247,16 @@ class _Spool:
 
 
 def _spool_directory() -> str | None:
-    """Where parts bigger than _IN_MEMORY wait: the data directory, on the archive's disk.
+    """Where parts bigger than _IN_MEMORY wait: the spool folder, on the archive's disk.
 
     The default temporary directory is often a tmpfs, which would hold a 2 GB
-    upload in memory after all. WebConfig names no spool directory; the session
-    key is kept in the data directory, so its directory is used.
+    upload in memory after all. The files are unnamed, so a crash leaves nothing.
     """
-    secret_file = web_config().secret_file
-    return str(secret_file.parent) if secret_file is not None else None
+    spool = web_config().spool_dir
+    if spool is None:
+        return None
+    spool.mkdir(parents=True, exist_ok=True)
+    return str(spool)
 
 
 class _Receiver:
