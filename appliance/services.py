@@ -12,6 +12,7 @@ from appliance.settings import Settings
 if TYPE_CHECKING:
     from archive import Archive
     from dicom_scp import DicomConfig
+    from worklist.service import Worklist
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,23 @@ def open_archive(settings: Settings, upgrade: bool = True) -> Archive:
         )
     except Exception as exc:
         raise ServiceError(f"cannot open the archive in {settings.data_dir}: {exc}") from exc
+
+
+def open_worklist(archive: Archive, settings: Settings) -> Worklist:
+    """The worklist service over `archive`, configured from the settings."""
+    from worklist.catalogue import Catalogue
+    from worklist.service import Worklist, WorklistConfig
+
+    catalogue_file = settings["worklist.catalogue"]
+    try:
+        catalogue = Catalogue.load(Path(catalogue_file) if catalogue_file else None)
+    except Exception as exc:
+        raise ServiceError(f"{exc} (setting worklist.catalogue)") from exc
+    return Worklist(archive, WorklistConfig(
+        accession_pattern=settings["worklist.accession_pattern"],
+        correct_demographics=settings["worklist.correct_demographics"],
+        catalogue=catalogue,
+    ))  # fmt: skip
 
 
 def dicom_config(settings: Settings, spool_dir: Path | None = None, session_prefix: str = "") -> DicomConfig:

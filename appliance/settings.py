@@ -159,6 +159,15 @@ SPEC: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "http.cache_mb": (512, _count),
     "hl7.host": ("0.0.0.0", _text),
     "hl7.port": (2575, _port),
+    "hl7.max_message_kb": (1024, _at_least_one),
+    "hl7.idle_timeout": (60.0, _positive),
+    "hl7.max_connections": (32, _at_least_one),
+    "hl7.status_updates": ("", _text),
+    "worklist.accession_pattern": ("{date}{seq:4}", _text),
+    "worklist.catalogue": ("", _text),
+    "worklist.correct_demographics": (True, _bool),
+    "worklist.ascii_stations": ("", _text),
+    "worklist.order_mapping": ("", _text),
     "log.level": ("INFO", _level),
 }
 

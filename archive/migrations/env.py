@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from archive.models import Base
+import worklist.models  # noqa: F401  (registers the worklist tables in Base.metadata)
 
 engine = context.config.attributes["engine"]
 

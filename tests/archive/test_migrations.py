@@ -11,10 +11,13 @@ from sqlalchemy import create_engine, inspect, text
 
 from archive.db import Database, alembic_config, make_engine, migrate
 from archive.models import Base
+import worklist.models  # noqa: F401  (the worklist's tables are part of the one schema)
 
 TABLES = {
     "alembic_version", "api_token", "application_entity", "audit_event", "duplicate_conflict", "instance",
     "name_token", "patient", "patient_identifier", "series", "series_request", "study", "user_account",
+    # worklist/models.py
+    "procedure_step", "step_event", "performed_step", "study_match", "hl7_message", "outbox_message",
 }  # fmt: skip
 
 
