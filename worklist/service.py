@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from enum import Enum
@@ -100,6 +102,33 @@ class Worklist:
         self.db = archive.db
         self.config = config or WorklistConfig()
         self.status_listeners: list[StatusListener] = []
+        self._joined = threading.local()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction that the service calls made inside it (same thread) join.
+
+        The HL7 edge logs the raw message and applies it in one commit, so a
+        crash cannot apply a message without logging it or log it unapplied.
+        Each joined call runs in a savepoint: when it raises, its own writes
+        are undone and the caller's (the log row) stay.
+        """
+        with self.db.write() as conn:
+            self._joined.conn = conn
+            try:
+                yield conn
+            finally:
+                self._joined.conn = None
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        joined: Connection | None = getattr(self._joined, "conn", None)
+        if joined is None:
+            with self.db.write() as conn:
+                yield conn
+        else:
+            with joined.begin_nested():
+                yield joined
 
     # --- orders --------------------------------------------------------------
 
@@ -112,7 +141,7 @@ class Worklist:
         """
         order = self._checked(order)
         now = datetime.now(UTC)
-        with self.db.write() as conn:
+        with self._write() as conn:
             row = _find_order(conn, order.placer_issuer, order.placer_order_number)
             if row is not None:
                 diff = _differences(conn, row, order, self.config.catalogue)
@@ -143,7 +172,7 @@ class Worklist:
         """Change an existing, not yet started order (HL7 XO, PUT /api/orders/N, FHIR update)."""
         order = self._checked(order)
         now = datetime.now(UTC)
-        with self.db.write() as conn:
+        with self._write() as conn:
             row = _find_order(conn, order.placer_issuer, order.placer_order_number)
             if row is None:
                 raise UnknownOrder(f"no order {order.placer_order_number} from {order.placer_issuer} to change")
@@ -185,7 +214,7 @@ class Worklist:
 
     def _order_status(self, issuer: str, number: str, status: StepStatus, origin: Origin,
                       detail: str) -> StepView:  # fmt: skip
-        with self.db.write() as conn:
+        with self._write() as conn:
             row = _find_order(conn, issuer, number)
             if row is None:
                 raise UnknownOrder(f"no order {number} from {issuer}")
@@ -195,7 +224,7 @@ class Worklist:
 
     def set_status(self, accession_number: str, status: StepStatus, origin: Origin, detail: str = "") -> StepView:
         """Move a step by its accession number (technologist pages, CLI)."""
-        with self.db.write() as conn:
+        with self._write() as conn:
             pk = _step_pk(conn, accession_number)
             self.transition(conn, pk, status, origin, detail)
             return step_view(conn, pk)
@@ -314,7 +343,7 @@ class Worklist:
     def update_patient(self, demo: PatientDemographics, origin: Origin) -> list[str]:
         """The HIS corrected a patient (ADT^A08/A31). Returns what changed."""
         _check_patient(demo)
-        with self.db.write() as conn:
+        with self._write() as conn:
             if find_patient(conn, demo.patient_id, demo.issuer) is None:
                 raise UnknownOrder(f"no patient {demo.patient_id} to update")
             _, changed = upsert_patient(conn, demo, datetime.now(UTC))
@@ -329,7 +358,7 @@ class Worklist:
         if not prior_id.strip():
             raise InvalidOrder("the merge names no prior patient ID (MRG-1)")
         now = datetime.now(UTC)
-        with self.db.write() as conn:
+        with self._write() as conn:
             prior = find_patient(conn, prior_id.strip(), prior_issuer.strip())
             if prior is None:
                 raise UnknownOrder(f"no patient {prior_id} to merge into {surviving.patient_id}")
@@ -374,6 +403,8 @@ class Worklist:
                                "catalogue and the order names no modality")  # fmt: skip
         if not re.fullmatch(r"[A-Z0-9_]{1,16}", modality):
             raise InvalidOrder(f"modality {modality!r} is not a DICOM modality code")
+        if len(order.sps_id.strip()) > 16 or len(order.requested_procedure_id.strip()) > 16:
+            raise InvalidOrder("SPS ID and requested procedure ID are at most 16 characters (DICOM SH)")
         if len(order.station_ae_title) > 16:
             raise InvalidOrder(f"station AE title {order.station_ae_title!r} is longer than 16 characters")
         return replace(order, placer_issuer=order.placer_issuer.strip(),
@@ -409,7 +440,7 @@ class Worklist:
             "procedure_scheme": order.procedure_scheme or ("LOCAL" if order.procedure_code else ""),
             "service_code": procedure.service_code if procedure else "",
             "indicator_code": procedure.indicator_code if procedure else "",
-            "sps_id": (keep.sps_id if keep is not None else accession)[:16],
+            "sps_id": (order.sps_id or (keep.sps_id if keep is not None else accession))[:16],
             "sps_description": description,
             "modality": order.modality,
             "station_ae_title": order.station_ae_title or (procedure.station_ae if procedure else ""),

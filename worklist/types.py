@@ -44,6 +44,8 @@ class OrderRequest:
     accession_number: str = ""
     study_instance_uid: str = ""
     requested_procedure_id: str = ""
+    #: Scheduled Procedure Step ID; empty: the accession number.
+    sps_id: str = ""
     procedure_code: str = ""
     procedure_scheme: str = ""
     procedure_description: str = ""
