@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("--aet", metavar="TITLE", help="our DICOM AE title (default: MINIPACS)")
     listen.add_argument("--dicom-port", metavar="N", type=int, help="DICOM port (default: 11112)")
     listen.add_argument("--http-port", metavar="N", type=int, help="HTTP port for DICOMweb (default: 8080)")
-    listen.add_argument("--hl7-port", metavar="N", type=int, help="HL7 MLLP port (default: 2575; not used yet)")
+    listen.add_argument("--hl7-port", metavar="N", type=int, help="HL7 MLLP port for HIS orders (default: 2575)")
 
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     serve = sub.add_parser("serve", parents=[common, listen], help="run the archive's listeners",
@@ -155,9 +155,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") ->
         archive = _open_archive(settings)
         startup_report(archive, settings)
         dicom = DicomService(archive, dicom_config(settings))
+    from appliance.hl7 import Hl7Listener, Hl7PortError
     from appliance.http import HttpListener
 
-    supervisor = Supervisor([dicom, HttpListener(settings)])
+    supervisor = Supervisor([dicom, HttpListener(settings), Hl7Listener(settings, archive)])
 
     def started() -> None:
         if banner:
@@ -166,7 +167,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") ->
     try:
         supervisor.run(on_started=started)
     except OSError as exc:
-        raise CommandError(_listen_error(settings, exc)) from exc
+        raise CommandError(_listen_error(settings, exc, "hl7" if isinstance(exc, Hl7PortError) else "dicom")) from exc
     finally:
         if archive is not None:
             archive.close()
@@ -174,21 +175,22 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") ->
     return 0
 
 
-def _listen_error(settings: Settings, exc: OSError) -> str:
-    """Why the DICOM port could not be opened, and what to do about it."""
-    host, port = settings["dicom.host"], settings["dicom.port"]
-    problem = f"cannot listen for DICOM on {host}:{port}: {exc.strerror or exc}."
+def _listen_error(settings: Settings, exc: OSError, kind: str = "dicom") -> str:
+    """Why the DICOM (or HL7) port could not be opened, and what to do about it."""
+    host, port = settings[f"{kind}.host"], settings[f"{kind}.port"]
+    name, flag, usual = ("HL7", "--hl7-port", 2575) if kind == "hl7" else ("DICOM", "--dicom-port", 11112)
+    problem = f"cannot listen for {name} on {host}:{port}: {exc.strerror or exc}."
     if exc.errno == errno.EADDRINUSE:
-        advice = ("Is another minipacs (or another PACS) already using the port? "
-                  "Stop it, or choose another port with --dicom-port.")  # fmt: skip
+        advice = (f"Is another minipacs (or another {'HL7 engine' if kind == 'hl7' else 'PACS'}) already "
+                  f"using the port? Stop it, or choose another port with {flag}.")  # fmt: skip
     elif exc.errno == errno.EACCES:
         advice = ("Ports below 1024 (like 104) need root or CAP_NET_BIND_SERVICE; "
-                  "or choose a port above 1023 with --dicom-port, e.g. 11112.")  # fmt: skip
+                  f"or choose a port above 1023 with {flag}, e.g. {usual}.")  # fmt: skip
     elif exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
-        advice = (f"{host} is not an address of this machine: set dicom.host "
-                  "(MINIPACS_DICOM_HOST) to one of its addresses, or to 0.0.0.0 for all of them.")  # fmt: skip
+        advice = (f"{host} is not an address of this machine: set {kind}.host "
+                  f"(MINIPACS_{kind.upper()}_HOST) to one of its addresses, or to 0.0.0.0 for all of them.")  # fmt: skip
     else:
-        advice = "Check dicom.host and dicom.port (minipacs.toml, MINIPACS_DICOM_HOST/PORT)."
+        advice = f"Check {kind}.host and {kind}.port (minipacs.toml, MINIPACS_{kind.upper()}_HOST/PORT)."
     return f"{problem} {advice}"
 
 

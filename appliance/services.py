@@ -84,7 +84,6 @@ def startup_report(archive: Archive, settings: Settings) -> None:
     stats = archive.statistics()
     log.info("archive %s: %d patients, %d studies, %d instances (%.1f MB)", settings.data_dir,
              stats.patients, stats.studies, stats.instances, stats.size_bytes / 1e6)  # fmt: skip
-    log.info("the HL7 listener (port %d) is not part of this version yet", settings["hl7.port"])
     free_bytes = getattr(archive.objects, "free_bytes", None)  # filesystem stores only
     reserve_mb = settings["storage.reserve_mb"]
     if free_bytes is not None and reserve_mb and free_bytes() // 2**20 < reserve_mb:

@@ -110,6 +110,7 @@ def start_server(data: Path, *args: str, env: dict[str, str] | None = None,
     full_env = {**os.environ, "MINIPACS_DICOM_HOST": "127.0.0.1", **(env or {})}
     full_env.setdefault("MINIPACS_STORAGE_RESERVE_MB", "0")
     full_env.setdefault("MINIPACS_HTTP_PORT", str(free_port()))
+    full_env.setdefault("MINIPACS_HL7_PORT", str(free_port()))
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "appliance.cli", "serve", "--data", str(data),

@@ -29,7 +29,8 @@ def cli_env(**extra: str) -> dict[str, str]:
 def run_cli(*args: str | Path, cwd: Path, env: dict[str, str] | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """`minipacs ARGS` in `cwd`; returns the finished process with text output."""
-    env = {"MINIPACS_HTTP_PORT": str(free_port()), **(cli_env() if env is None else env)}
+    env = {"MINIPACS_HTTP_PORT": str(free_port()), "MINIPACS_HL7_PORT": str(free_port()),
+           **(cli_env() if env is None else env)}  # fmt: skip
     return subprocess.run(
         [sys.executable, "-m", "appliance.cli", *map(str, args)],
         cwd=cwd, env=env,
@@ -87,7 +88,8 @@ class Running:
 
 def start_cli(*args: str | Path, cwd: Path, env: dict[str, str], name: str = "run") -> Running:
     out, err = cwd / f"{name}.stdout", cwd / f"{name}.stderr"
-    env = {"MINIPACS_HTTP_PORT": str(free_port()), **env}  # tests run side by side: never 8080
+    env = {"MINIPACS_HTTP_PORT": str(free_port()), "MINIPACS_HL7_PORT": str(free_port()),
+           **env}  # tests run side by side: never 8080 or 2575
     with open(out, "wb") as o, open(err, "wb") as e:
         process = subprocess.Popen([sys.executable, "-m", "appliance.cli", *map(str, args)],
                                    cwd=cwd, env=env, stdout=o, stderr=e)  # fmt: skip
