@@ -23,7 +23,7 @@ Command = Callable[[argparse.Namespace, Settings], int]
 # Spelled out here so `minipacs --help` does not import the archive (0.8 s);
 # archive.accounts checks the values, and a test keeps these lists equal to its.
 USER_ROLES = ("admin", "radiologist", "technologist", "referrer")
-TOKEN_ROLES = ("emr", *USER_ROLES)
+TOKEN_ROLES = ("emr", "his", *USER_ROLES)
 MIN_PASSWORD = 8
 
 
@@ -70,7 +70,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                                   description="Create a token. It is printed once: store it in the "
                                   "system that will use it; minipacs keeps only a hash.")  # fmt: skip
     create.add_argument("name", metavar="NAME", help="what uses it, e.g. his-emr")
-    create.add_argument("--role", default="emr", choices=TOKEN_ROLES, help="what it may do (default: emr)")
+    create.add_argument("--role", default="emr", choices=TOKEN_ROLES, help="what it may do: emr reads images (the default), his places orders "
+                        "(/api/orders, /fhir), or a person's role")
     create.set_defaults(func=cmd_token_create)
     revoke = token_sub.add_parser("revoke", parents=[common], help="revoke a token at once",
                                   description="Revoke a token: it stops working at once.")  # fmt: skip

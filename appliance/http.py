@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from appliance import logs
@@ -112,7 +113,7 @@ def wsgi_app() -> Any:
     its database connections, is opened in each worker on its first request
     (connections must not cross a fork).
     """
-    from appliance.services import open_archive
+    from appliance.services import open_archive, open_worklist
     from viewer import create_app
 
     settings = load(None, {})
@@ -128,12 +129,28 @@ def wsgi_app() -> Any:
                     archive = open_archive(settings, upgrade=False)
                     atexit.register(archive.close)  # writes queued audit events when the worker stops
                     built.clear()
-                    built[pid] = create_app(archive, web_config(settings))
+                    built[pid] = create_app(archive, web_config(settings), open_worklist(archive, settings))
                     _freeze_heap()
         return built[pid](environ, start_response)
 
+    _check_order_mapping(settings)
     _freeze_heap()  # in the master: what the workers inherit stays shared and is never scanned
     return app
+
+
+def _check_order_mapping(settings: Settings) -> None:
+    """Say at start, not at the first order, when the JSON order API's mapping file is broken.
+
+    Only /api/orders depends on it (it answers 503 until the file is fixed), so
+    images keep being served.
+    """
+    from archive import ArchiveError
+    from worklist.order_mapping import OrderMapping
+
+    try:
+        OrderMapping.load(web_config(settings).order_mapping)
+    except ArchiveError as exc:
+        log.error("%s (setting worklist.order_mapping): /api/orders answers 503 until it is fixed", exc.message)
 
 
 def _freeze_heap() -> None:
@@ -161,6 +178,7 @@ def web_config(settings: Settings) -> Any:
         spool_dir=settings.spool_dir,
         cache_dir=settings.data_dir / "cache" / "rendered" if settings["http.cache_mb"] else None,
         cache_bytes=settings["http.cache_mb"] << 20,
+        order_mapping=Path(settings["worklist.order_mapping"]) if settings["worklist.order_mapping"] else None,
     )
 
 

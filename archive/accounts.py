@@ -32,8 +32,9 @@ from archive.origin import Origin
 
 #: Roles of people, most powerful first.
 USER_ROLES = ("admin", "radiologist", "technologist", "referrer")
-#: Roles a token may carry: a system's own role, or a person's for scripts.
-TOKEN_ROLES = ("emr", *USER_ROLES)
+#: Roles a token may carry: a system's own role (``emr`` reads images, ``his`` places orders),
+#: or a person's for scripts.
+TOKEN_ROLES = ("emr", "his", *USER_ROLES)
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # Argon2 takes any length; this bounds the work a login can cause.
 TOKEN_PREFIX = "mpt_"

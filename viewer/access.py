@@ -2,7 +2,10 @@
 
 Every blueprint names its family once (``blueprint.before_request(allow("retrieve"))``);
 the check is on the server, per request, whatever a page shows or hides.
-Tokens carry a role like users do (``emr`` for an EMR or HIS system).
+Tokens carry a role like users do: ``emr`` for an EMR that shows images,
+``his`` for a HIS that places orders. The two are kept apart on purpose (least
+privilege): an order system needs no images, an image link needs no orders; a
+product that does both gets two tokens.
 Anonymous callers exist only when ``http.anonymous_read`` is on, and may only read.
 """
 
@@ -29,6 +32,10 @@ ROLES: dict[str, frozenset[str]] = {
     "store": frozenset({"admin", "radiologist", "technologist"}),
     # The audit log and other administration.
     "admin": frozenset({"admin"}),
+    # Orders from the HIS: /api/orders and FHIR /fhir (ServiceRequest, Patient).
+    "orders": frozenset({"admin", "his"}),
+    # The technologist's worklist pages: today's list, status, walk-in, unmatched studies.
+    "worklist": frozenset({"admin", "radiologist", "technologist"}),
 }
 
 
@@ -60,4 +67,6 @@ _VERBS = {
     "retrieve": "retrieve images",
     "store": "store images",
     "admin": "use administration endpoints",
+    "orders": "place or read orders (a his token does)",
+    "worklist": "use the modality worklist",
 }

@@ -6,12 +6,13 @@ from flask import Flask, Response, g, jsonify, request
 
 from archive import Archive
 from viewer import admin_api, cors, errors, qido, rendered, session, wado, wado_uri
-from viewer import stow
+from viewer import fhir, orders_api, stow
 from viewer.access import ANONYMOUS as ANONYMOUS_ROLE
 from viewer.auth import CHALLENGE, Authenticator, Principal, Throttled, Unauthorized
 from viewer.config import WebConfig
 from viewer.render_cache import RenderCache
 from viewer.session import SessionRefused, principal_from_session
+from worklist.service import Worklist
 
 #: Paths anyone may call: they show no patient data.
 ANONYMOUS = frozenset({"/healthz", "/login"})
@@ -19,11 +20,15 @@ ANONYMOUS = frozenset({"/healthz", "/login"})
 _ANONYMOUS_READ_PREFIXES = ("/dicomweb/", "/wado")
 
 
-def create_app(archive: Archive, config: WebConfig | None = None) -> Flask:
-    """The app over `archive`; the caller owns the archive and closes it."""
+def create_app(archive: Archive, config: WebConfig | None = None, worklist: Worklist | None = None) -> Flask:
+    """The app over `archive`; the caller owns the archive and closes it.
+
+    Without a `worklist` the order and FHIR endpoints answer 503.
+    """
     app = Flask("minipacs")
     config = config or WebConfig()
     app.config["ARCHIVE"] = archive
+    app.config["WORKLIST"] = worklist
     app.config["WEB"] = config
     authenticator = Authenticator(archive.accounts)
     app.config["AUTHENTICATOR"] = authenticator
@@ -74,6 +79,8 @@ def create_app(archive: Archive, config: WebConfig | None = None) -> Flask:
     app.register_blueprint(rendered.blueprint, url_prefix="/dicomweb")
     app.register_blueprint(wado_uri.blueprint)
     app.register_blueprint(admin_api.blueprint, url_prefix="/api")
+    app.register_blueprint(orders_api.blueprint, url_prefix="/api/orders")
+    app.register_blueprint(fhir.blueprint, url_prefix="/fhir")
     return app
 
 

@@ -31,6 +31,8 @@ class WebConfig:
     cache_dir: Path | None = None
     #: Upper bound of that cache, in bytes.
     cache_bytes: int = 512 << 20
+    #: The JSON order API's field-mapping file (worklist.order_mapping); None: the bundled default.
+    order_mapping: Path | None = None
 
 
 def web_config() -> WebConfig:

@@ -1,0 +1,408 @@
+"""FHIR R4 for HIS products that speak REST: ``/fhir/ServiceRequest`` and ``/fhir/Patient``.
+
+Resources are validated with the ``fhir.resources`` package (8.x). Its
+top-level models are FHIR R5; its ``R4B`` models are the closest it ships to
+R4 (R4B is R4's technical correction: ServiceRequest and Patient are the same
+in both), so those are what we validate against and answer in.
+
+- ``POST /fhir/ServiceRequest``: place an order (201 with Location; the same
+  order again: 200, nothing written; the same order number with other values: 409).
+- ``PUT /fhir/ServiceRequest/<id>``: change it; ``status`` revoked or
+  entered-in-error cancels it. No create-by-PUT: an unknown id is 404.
+- ``GET /fhir/ServiceRequest/<id>``; ``GET /fhir/ServiceRequest?identifier=system|value
+  &patient=Patient/<id>&patient.identifier=system|value&status=active|revoked|completed&_count=``.
+- ``GET /fhir/Patient/<id>``; ``GET /fhir/Patient?identifier=system|value&name=&birthdate=YYYY-MM-DD&_count=``
+  (name: each word a prefix of a name word, case and diacritics ignored).
+
+How fields map is in viewer/fhir_mapping.py. Answers are application/fhir+json;
+searches are a Bundle of type searchset; every error is an OperationOutcome
+(400 invalid, 401/403, 404 not found, 409 conflict, 413, 415 wrong content
+type, 422 business rule), never a stack trace. Who may call: the "orders"
+family (admin and his tokens).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any, TypeVar
+
+from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.servicerequest import ServiceRequest
+from flask import Blueprint, Response, current_app, g, request
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from archive import Archive, ArchiveError, InvalidQuery, NotFound
+from viewer.access import allow
+from viewer.auth import CHALLENGE, Throttled, Unauthorized
+from viewer.fhir_mapping import (
+    ACCESSION_SYSTEM,
+    BHYT_SYSTEM,
+    CCCD_SYSTEM,
+    ISSUER_PREFIX,
+    PATIENT_ID_SYSTEM,
+    REQUEST_STATUSES,
+    STATUS,
+    STATUS_SEARCH,
+    BusinessRule,
+    demographics_from,
+    order_from,
+    patient_resource,
+    service_request,
+)
+from viewer.session import SessionRefused
+from viewer.worklist_http import audit, json_body, origin, record_request, worklist
+from worklist.errors import InvalidTransition, UnknownOrder
+from worklist.patient_search import FoundPatient, patient_by_pk, patient_pk, search_patients
+from worklist.service import Outcome
+from worklist.types import PatientDemographics, StepView
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("fhir", __name__)
+blueprint.before_request(allow("orders"))
+blueprint.after_request(lambda response: record_request(response, "FHIR"))
+
+FHIR_JSON = "application/fhir+json"
+_VIA = "FHIR"
+_MEDIA = (FHIR_JSON, "application/json")
+_MAX_COUNT = 500
+_ID = re.compile(r"^[^\x00-\x1f/]{1,64}$")
+#: OperationOutcome issue codes (FHIR issue-type value set) per HTTP status.
+_ISSUE = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
+          409: "conflict", 413: "too-costly", 415: "not-supported", 422: "business-rule",
+          429: "throttled", 503: "transient"}  # fmt: skip
+_RESOURCES = ("ServiceRequest", "Patient")
+Model = TypeVar("Model", ServiceRequest, Patient)
+#: A search's patient that matches nobody (an unknown reference): the answer is an empty Bundle.
+_UNKNOWN = PatientDemographics(patient_id="\x00unknown")
+
+
+# --- answers and errors --------------------------------------------------------
+
+
+def fhir_response(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    response = Response(json.dumps(body, ensure_ascii=False), status=status,
+                        content_type=f"{FHIR_JSON}; charset=utf-8")  # fmt: skip
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def outcome(status: int, diagnostics: str, headers: dict[str, str] | None = None) -> Response:
+    """An OperationOutcome answer: one issue with severity, code and what was wrong."""
+    body = {"resourceType": "OperationOutcome", "issue": [{
+        "severity": "error" if status < 500 else "fatal", "code": _ISSUE.get(status, "exception"),
+        "diagnostics": diagnostics,
+    }]}  # fmt: skip
+    return fhir_response(body, status, headers)
+
+
+@blueprint.errorhandler(ArchiveError)
+def archive_error(exc: ArchiveError) -> Response:
+    return outcome(exc.http_status, exc.message)
+
+
+@blueprint.errorhandler(Unauthorized)
+def unauthorized(exc: Unauthorized) -> Response:
+    return outcome(401, exc.message, {"WWW-Authenticate": CHALLENGE})
+
+
+@blueprint.errorhandler(Throttled)
+def throttled(exc: Throttled) -> Response:
+    return outcome(429, str(exc), {"Retry-After": str(exc.retry_after)})
+
+
+@blueprint.errorhandler(SessionRefused)
+def session_refused(exc: SessionRefused) -> Response:
+    return outcome(exc.status, exc.message)
+
+
+@blueprint.errorhandler(HTTPException)
+def http_error(exc: HTTPException) -> Response:
+    return outcome(exc.code or 500, exc.description or exc.name)
+
+
+@blueprint.errorhandler(Exception)
+def unexpected(exc: Exception) -> Response:
+    log.exception("unexpected error answering a FHIR request")
+    return outcome(500, "internal error; the server log has the details")
+
+
+# --- ServiceRequest ----------------------------------------------------------------
+
+
+@blueprint.post("/ServiceRequest")
+def create() -> Response:
+    resource = _parse(ServiceRequest)
+    _check_request_status(resource)
+    if resource.status != "active":
+        raise BusinessRule(f"a new ServiceRequest must be active, not {resource.status!r}")
+    order = order_from(resource, _subject(resource), g.principal.name)
+    audit("ORDER_CREATE", "ORDER", order.placer_order_number)
+    result = worklist().create(order, origin(_VIA))
+    step = result.step
+    log.info("FHIR create ServiceRequest %s from %s: %s %s", order.placer_order_number, origin(_VIA),
+             result.outcome.value, step.accession_number)  # fmt: skip
+    created = result.outcome is Outcome.CREATED
+    headers = {"Location": _url(f"ServiceRequest/{step.accession_number}")} if created else {}
+    return fhir_response(_service_request(step), 201 if created else 200, headers)
+
+
+@blueprint.put("/ServiceRequest/<id_>")
+def update(id_: str) -> Response:
+    accession = _checked_id(id_)
+    audit("ORDER_CHANGE", "ORDER", accession)
+    current = worklist().get(accession)
+    resource = _parse(ServiceRequest)
+    if resource.id is not None and resource.id != accession:
+        raise InvalidQuery(f"ServiceRequest.id {resource.id!r} is not {accession!r} of the URL")
+    _check_request_status(resource)
+    if resource.status in ("revoked", "entered-in-error"):
+        reason = f"ServiceRequest {resource.status} by the HIS"
+        step = worklist().cancel(current.placer_issuer, current.placer_order_number, origin(_VIA), reason)
+        log.info("FHIR update ServiceRequest %s from %s: %s", accession, origin(_VIA), step.status)
+        return fhir_response(_service_request(step))
+    if resource.status != "active":
+        raise BusinessRule(f"status {resource.status!r}: an update may keep the order active, or revoke it "
+                           "(revoked, entered-in-error); the modality reports progress and completion")  # fmt: skip
+    if STATUS.get(current.status) != "active":
+        raise InvalidTransition(f"ServiceRequest {accession} is {STATUS.get(current.status)} "
+                                f"({current.status}): it cannot be made active again; place a new order")
+    order = order_from(resource, _subject(resource), g.principal.name)
+    if (order.placer_issuer, order.placer_order_number) != (current.placer_issuer, current.placer_order_number):
+        raise BusinessRule(f"the PLAC identifier {order.placer_issuer}|{order.placer_order_number} is not this "
+                           f"ServiceRequest's ({current.placer_issuer}|{current.placer_order_number})")  # fmt: skip
+    if order.accession_number and order.accession_number != accession:
+        raise BusinessRule(f"the ACSN identifier {order.accession_number!r} is not the id {accession!r}: "
+                           "an accession number cannot change")  # fmt: skip
+    result = worklist().change(order, origin(_VIA))
+    log.info("FHIR update ServiceRequest %s from %s: %s", accession, origin(_VIA), result.outcome.value)
+    return fhir_response(_service_request(result.step))
+
+
+@blueprint.get("/ServiceRequest/<id_>")
+def read(id_: str) -> Response:
+    accession = _checked_id(id_)
+    audit("ORDER_READ", "ORDER", accession)
+    try:
+        step = worklist().get(accession)
+    except UnknownOrder:
+        raise NotFound(f"no ServiceRequest {accession}") from None
+    return fhir_response(_service_request(step))
+
+
+@blueprint.get("/ServiceRequest")
+def search_requests() -> Response:
+    params = _params(("identifier", "patient", "patient.identifier", "status", "_count"))
+    count = _count(params)
+    statuses: tuple[str | None, ...] = (None,)
+    if params.get("status"):
+        if params["status"] not in STATUS_SEARCH:
+            raise InvalidQuery(f"status={params['status'][:20]!r}: search by {', '.join(STATUS_SEARCH)}")
+        statuses = STATUS_SEARCH[params["status"]]
+    audit("ORDER_SEARCH", "ORDER", "", "; ".join(f"{k}={v[:64]}" for k, v in params.items()))
+    patient = _patient_filter(params)
+    if patient is _UNKNOWN:
+        return _bundle([])
+    steps: list[StepView] = []
+    if params.get("identifier"):
+        steps = _by_identifier(params["identifier"])
+    else:
+        for status in statuses:
+            steps += worklist().steps(status=status or "", limit=count,
+                                      patient_id=patient.patient_id if patient else "")  # fmt: skip
+    steps = [s for s in steps if (statuses == (None,) or s.status in statuses)
+             and (not patient or (s.patient.patient_id, s.patient.issuer) == (patient.patient_id, patient.issuer))]
+    return _bundle([_service_request(s) for s in steps[:count]])
+
+
+def _by_identifier(value: str) -> list[StepView]:
+    system, bar, number = value.partition("|")
+    if not bar:
+        system, number = "", value
+    found: list[StepView] = []
+    try:
+        if system in ("", ACCESSION_SYSTEM):
+            found.append(worklist().get(number))
+    except UnknownOrder:
+        pass
+    if not found and system != ACCESSION_SYSTEM:
+        try:
+            found.append(worklist().get_order(system or g.principal.name, number))
+        except UnknownOrder:
+            pass
+    return found
+
+
+def _patient_filter(params: dict[str, str]) -> PatientDemographics | None:
+    """The patient a search names (None: no patient filter; _UNKNOWN: a patient we do not know)."""
+    if params.get("patient"):
+        pk = params["patient"].rstrip("/").rsplit("/", 1)[-1]
+        found = patient_by_pk(_archive().db, int(pk)) if pk.isdigit() and len(pk) < 12 else None
+        return found.demographics if found else _UNKNOWN
+    if params.get("patient.identifier"):
+        matches = _patients_by_identifier(params["patient.identifier"], 2)
+        return matches[0].demographics if len(matches) == 1 else _UNKNOWN
+    return None
+
+
+# --- Patient -------------------------------------------------------------------------
+
+
+@blueprint.get("/Patient/<id_>")
+def read_patient(id_: str) -> Response:
+    audit("PATIENT_READ", "PATIENT", id_[:64])
+    found = patient_by_pk(_archive().db, int(id_)) if id_.isdigit() and len(id_) < 12 else None
+    if found is None:
+        raise NotFound(f"no Patient {id_[:64]}")
+    return fhir_response(patient_resource(found))
+
+
+@blueprint.get("/Patient")
+def search_patient() -> Response:
+    params = _params(("identifier", "name", "birthdate", "_count"))
+    count = _count(params)
+    birth = params.get("birthdate", "").removeprefix("eq")
+    if birth and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", birth):
+        raise InvalidQuery(f"birthdate={birth[:20]!r} is not a date YYYY-MM-DD")
+    if not params:
+        raise InvalidQuery("search patients by identifier, name or birthdate")
+    audit("PATIENT_SEARCH", "PATIENT", "", "; ".join(f"{k}={v[:64]}" for k, v in params.items()))
+    if params.get("identifier"):
+        found = _patients_by_identifier(params["identifier"], count, params.get("name", ""), birth.replace("-", ""))
+    else:
+        found = search_patients(_archive().db, name=params.get("name", ""), birth_date=birth.replace("-", ""),
+                                limit=count)  # fmt: skip
+    return _bundle([patient_resource(p) for p in found])
+
+
+def _patients_by_identifier(value: str, limit: int, name: str = "", birth_date: str = "") -> list[FoundPatient]:
+    system, bar, number = value.partition("|")
+    if not bar:
+        system, number = "", value
+    issuer: str | None = None
+    if system == CCCD_SYSTEM:
+        issuer = "CCCD"
+    elif system == BHYT_SYSTEM:
+        issuer = "BHYT"
+    elif system == PATIENT_ID_SYSTEM:
+        issuer = ""
+    elif system.startswith(ISSUER_PREFIX):
+        issuer = system.removeprefix(ISSUER_PREFIX)
+    return search_patients(_archive().db, identifier=number, issuer=issuer, name=name, birth_date=birth_date,
+                           limit=limit)  # fmt: skip
+
+
+# --- anything else -------------------------------------------------------------------
+
+
+@blueprint.route("/", defaults={"rest": ""}, methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+@blueprint.route("/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+def unsupported(rest: str) -> Response:
+    kind = rest.split("/", 1)[0]
+    if kind in _RESOURCES:
+        return outcome(405, f"{request.method} /fhir/{rest[:80]} is not supported: {kind} supports "
+                       + ("create (POST), read, update (PUT) and search" if kind == "ServiceRequest"
+                          else "read and search"))  # fmt: skip
+    return outcome(404, f"no FHIR endpoint /fhir/{rest[:80]}: this server has ServiceRequest and Patient")
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _parse(model: type[Model]) -> Model:
+    """The request's resource, validated; 400 OperationOutcome naming what is wrong."""
+    body = json_body(_MEDIA)
+    name = model.__name__
+    if not isinstance(body, dict):
+        raise InvalidQuery(f"the body must be a {name} resource (a JSON object)")
+    if body.get("resourceType") != name:
+        raise InvalidQuery(f"resourceType is {str(body.get('resourceType'))[:40]!r}: this endpoint takes {name}")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        problems = [f"{name}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]]
+        raise InvalidQuery("; ".join(problems)[:2000]) from None
+    except (ValueError, TypeError) as exc:
+        raise InvalidQuery(f"{name}: {str(exc)[:500]}") from None
+
+
+def _check_request_status(resource: ServiceRequest) -> None:
+    if resource.status not in REQUEST_STATUSES:
+        raise InvalidQuery(f"ServiceRequest.status {str(resource.status)[:40]!r} is not one of "
+                           f"{', '.join(REQUEST_STATUSES)}")  # fmt: skip
+
+
+def _subject(resource: ServiceRequest) -> PatientDemographics:
+    """The patient the order is for: contained, a Patient we know, or one we know by identifier."""
+    subject = resource.subject
+    reference = subject.reference or ""
+    if reference.startswith("#"):
+        for contained in resource.contained or []:
+            if contained.get_resource_type() == "Patient" and contained.id == reference[1:]:
+                return demographics_from(Patient.model_validate(contained.model_dump()))
+        raise InvalidQuery(f"ServiceRequest.subject {reference[:40]!r}: no contained Patient has that id")
+    if reference:
+        if "Patient/" not in reference:
+            raise InvalidQuery(f"ServiceRequest.subject {reference[:60]!r} is not a Patient reference")
+        pk = reference.rstrip("/").rsplit("/", 1)[-1]
+        found = patient_by_pk(_archive().db, int(pk)) if pk.isdigit() and len(pk) < 12 else None
+        if found is None:
+            raise BusinessRule(f"ServiceRequest.subject {reference[:60]!r}: no such Patient here; "
+                               "send the patient as a contained Patient")  # fmt: skip
+        return found.demographics
+    if subject.identifier is not None and subject.identifier.value:
+        system = subject.identifier.system or ""
+        matches = _patients_by_identifier(f"{system}|{subject.identifier.value}", 2)
+        if len(matches) != 1:
+            raise BusinessRule(f"ServiceRequest.subject.identifier {subject.identifier.value[:40]!r}: "
+                               f"{'no patient' if not matches else 'more than one patient'} has it; "
+                               "send the patient as a contained Patient")  # fmt: skip
+        return matches[0].demographics
+    raise InvalidQuery("ServiceRequest.subject must reference a contained Patient (#id), a Patient/<id>, "
+                       "or carry the patient's identifier")  # fmt: skip
+
+
+def _service_request(step: StepView) -> dict[str, Any]:
+    return service_request(step, patient_pk(_archive().db, step.patient.patient_id, step.patient.issuer))
+
+
+def _bundle(resources: list[dict[str, Any]]) -> Response:
+    return fhir_response({
+        "resourceType": "Bundle", "type": "searchset", "total": len(resources),
+        "link": [{"relation": "self", "url": request.url}],
+        "entry": [{"fullUrl": _url(f"{r['resourceType']}/{r['id']}"), "resource": r, "search": {"mode": "match"}}
+                  for r in resources],
+    })  # fmt: skip
+
+
+def _params(known: tuple[str, ...]) -> dict[str, str]:
+    unknown = sorted(set(request.args) - set(known))
+    if unknown:
+        raise InvalidQuery(f"search parameter {unknown[0][:40]!r} is not supported: use {', '.join(known)}")
+    return {k: v.strip() for k, v in request.args.items() if v.strip()}
+
+
+def _count(params: dict[str, str]) -> int:
+    value = params.get("_count", "50")
+    if not value.isdigit() or not 1 <= int(value) <= _MAX_COUNT:
+        raise InvalidQuery(f"_count must be a number from 1 to {_MAX_COUNT}")
+    return int(value)
+
+
+def _checked_id(value: str) -> str:
+    if not _ID.match(value):
+        raise InvalidQuery("the id in the URL must be 1 to 64 printable characters")
+    return value
+
+
+def _url(path: str) -> str:
+    return f"{request.url_root}fhir/{path}"
+
+
+def _archive() -> Archive:
+    archive: Archive = current_app.config["ARCHIVE"]
+    return archive
