@@ -28,6 +28,7 @@ examples:
   minipacs ae add WORKSTATION 192.168.1.50 104 --description "Reading room"
   minipacs user add admin --role admin   create the first administrator (asks for a password)
   minipacs token create his-emr          a bearer token for the EMR (printed once)
+  minipacs token create his --role his   a token for the HIS to place orders (/api/orders, /fhir)
 
 Settings come from minipacs.toml (or --config FILE), MINIPACS_* environment
 variables and flags; flags win. See appliance/minipacs.toml for every key.

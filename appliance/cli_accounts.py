@@ -70,8 +70,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                                   description="Create a token. It is printed once: store it in the "
                                   "system that will use it; minipacs keeps only a hash.")  # fmt: skip
     create.add_argument("name", metavar="NAME", help="what uses it, e.g. his-emr")
-    create.add_argument("--role", default="emr", choices=TOKEN_ROLES, help="what it may do: emr reads images (the default), his places orders "
-                        "(/api/orders, /fhir), or a person's role")
+    create.add_argument("--role", default="emr", choices=TOKEN_ROLES,
+                        help="what it may do: emr reads images (the default), his places orders "
+                        "(/api/orders, /fhir), or a person's role")  # fmt: skip
     create.set_defaults(func=cmd_token_create)
     revoke = token_sub.add_parser("revoke", parents=[common], help="revoke a token at once",
                                   description="Revoke a token: it stops working at once.")  # fmt: skip
