@@ -177,8 +177,8 @@ def service_request(step: StepView, patient_pk: int | None) -> dict[str, Any]:
         "category": [{"coding": [{"system": DCM_SYSTEM, "code": step.modality}]}],
         "priority": PRIORITY_OUT.get(step.priority, "routine"),
         "code": {"coding": [coding], "text": step.procedure_description},
-        "subject": {"reference": f"Patient/{patient_pk}", "display": step.patient.name.replace("^", " ")}
-        if patient_pk is not None else {"display": step.patient.name.replace("^", " ")},
+        "subject": _clean({"reference": f"Patient/{patient_pk}" if patient_pk is not None else "",
+                           "display": " ".join(step.patient.name.replace("^", " ").split())}),
         "occurrenceDateTime": _fhir_datetime(step.start_date, step.start_time),
         "extension": [{"url": MODALITY_EXTENSION, "valueCode": step.modality}],
     }  # fmt: skip
@@ -188,7 +188,7 @@ def service_request(step: StepView, patient_pk: int | None) -> dict[str, Any]:
         resource["reasonCode"] = [{"text": step.reason}]
     if step.station_ae_title:
         resource["performer"] = [{"display": step.station_ae_title}]
-    return {k: v for k, v in resource.items() if v not in ("", None)}
+    return _clean(resource)
 
 
 def patient_resource(found: FoundPatient) -> dict[str, Any]:
@@ -207,7 +207,10 @@ def patient_resource(found: FoundPatient) -> dict[str, Any]:
         else:
             identifiers.append({"system": f"{ISSUER_PREFIX}{other.issuer}" if other.issuer else PATIENT_ID_SYSTEM,
                                 "value": other.value})  # fmt: skip
-    resource: dict[str, Any] = {"resourceType": "Patient", "id": str(found.pk), "identifier": identifiers}
+    identifiers = [i for i in identifiers if i["value"].strip()]  # images without a Patient ID have none
+    resource: dict[str, Any] = {"resourceType": "Patient", "id": str(found.pk)}
+    if identifiers:
+        resource["identifier"] = identifiers
     if demo.name:
         family, _, given = demo.name.partition("^")
         name: dict[str, Any] = {"text": demo.name.replace("^", " ").strip()}
@@ -229,6 +232,11 @@ def person_name(text: str) -> str:
     if "^" in text or len(words) < 2:
         return " ".join(words)
     return f"{words[0]}^{' '.join(words[1:])}"
+
+
+def _clean(resource: dict[str, Any]) -> dict[str, Any]:
+    """Leave out empty values: FHIR JSON has no empty strings, lists or objects."""
+    return {k: v for k, v in resource.items() if v not in ("", None, [], {})}
 
 
 def _type(code: str, display: str) -> dict[str, Any]:
