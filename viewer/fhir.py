@@ -13,6 +13,7 @@ in both), so those are what we validate against and answer in.
   &patient=Patient/<id>&patient.identifier=system|value&status=active|revoked|completed&_count=``.
 - ``GET /fhir/Patient/<id>``; ``GET /fhir/Patient?identifier=system|value&name=&birthdate=YYYY-MM-DD&_count=``
   (name: each word a prefix of a name word, case and diacritics ignored).
+- ``GET /fhir/metadata``: the CapabilityStatement (fhirVersion 4.3.0, R4B).
 
 How fields map is in viewer/fhir_mapping.py. Answers are application/fhir+json;
 searches are a Bundle of type searchset; every error is an OperationOutcome
@@ -294,6 +295,33 @@ def _patients_by_identifier(value: str, limit: int, name: str = "", birth_date: 
         issuer = system.removeprefix(ISSUER_PREFIX)
     return search_patients(_archive().db, identifier=number, issuer=issuer, name=name, birth_date=birth_date,
                            limit=limit)  # fmt: skip
+
+
+# --- what this server can do ---------------------------------------------------------
+
+
+@blueprint.get("/metadata")
+def capabilities() -> Response:
+    """The CapabilityStatement FHIR clients ask for first: what is supported, nothing more."""
+    search = {
+        "ServiceRequest": [("identifier", "token"), ("patient", "reference"), ("patient.identifier", "token"),
+                           ("status", "token")],
+        "Patient": [("identifier", "token"), ("name", "string"), ("birthdate", "date")],
+    }  # fmt: skip
+    interactions = {"ServiceRequest": ("create", "read", "update", "search-type"),
+                    "Patient": ("read", "search-type")}  # fmt: skip
+    return fhir_response({
+        "resourceType": "CapabilityStatement", "status": "active", "date": "2026-12-05", "kind": "instance",
+        "fhirVersion": "4.3.0", "format": ["application/fhir+json"],
+        "software": {"name": "minipacs"},
+        "implementation": {"description": "minipacs modality worklist: orders in, their status out",
+                           "url": request.url_root.rstrip("/") + "/fhir"},
+        "rest": [{"mode": "server", "resource": [
+            {"type": kind, "interaction": [{"code": code} for code in interactions[kind]],
+             "searchParam": [{"name": name, "type": type_} for name, type_ in search[kind]]}
+            for kind in _RESOURCES
+        ]}],
+    })  # fmt: skip
 
 
 # --- anything else -------------------------------------------------------------------

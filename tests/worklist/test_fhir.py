@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.servicerequest import ServiceRequest
@@ -254,3 +255,12 @@ def test_who_may_use_fhir(site: Site) -> None:
         outcome_of(send(site, "POST", "ServiceRequest", request_for("CD-ROLE"), as_=who), 403, "orders")
         outcome_of(send(site, "GET", "Patient?name=le", as_=who), 403)
     assert send(site, "POST", "ServiceRequest", request_for("CD-ROLE"), as_="admin").status_code == 201
+
+
+def test_capability_statement(site: Site) -> None:
+    answer = send(site, "GET", "metadata")
+    assert answer.status_code == 200 and answer.headers["Content-Type"].startswith(FHIR)
+    statement = CapabilityStatement.model_validate(answer.json())
+    resources = {r.type: r for r in statement.rest[0].resource}
+    assert {i.code for i in resources["ServiceRequest"].interaction} == {"create", "read", "update", "search-type"}
+    assert {p.name for p in resources["Patient"].searchParam} == {"identifier", "name", "birthdate"}
