@@ -12,6 +12,8 @@ call cost more than executing them, on the path every image takes.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -38,6 +40,8 @@ from archive.models import (
     Study,
 )
 from archive.origin import Origin
+
+log = logging.getLogger(__name__)
 
 
 def _table(model: type[Base]) -> Table:
@@ -106,6 +110,24 @@ class Existing:
     storage_key: str
 
 
+@dataclass(frozen=True)
+class NewStudy:
+    """What a study hook is told: the index has just created a study for an arriving instance."""
+
+    study_pk: int
+    #: The patient row the study was filed under (the modality's patient).
+    patient_pk: int
+    #: The first instance's index record: the modality's patient and study attributes.
+    record: IndexRecord
+    origin: Origin
+    at: datetime
+
+
+#: Called inside the ingest transaction when an instance creates a study (worklist
+#: reconciliation hangs off this; the archive imports no worklist code).
+StudyHook = Callable[[Connection, NewStudy], None]
+
+
 def find_existing(conn: Connection, sop_instance_uid: str) -> Existing | None:
     row = conn.execute(_FIND_INSTANCE, {"uid": sop_instance_uid}).first()
     return Existing(row.sha256, row.storage_key) if row else None
@@ -117,12 +139,14 @@ def conflict_known(conn: Connection, sop_instance_uid: str, sha256: str) -> bool
 
 
 def add_instance(
-    conn: Connection, record: IndexRecord, stored: StoredInstance, origin: Origin, now: datetime
+    conn: Connection, record: IndexRecord, stored: StoredInstance, origin: Origin, now: datetime,
+    study_hooks: Sequence[StudyHook] = (),
 ) -> list[str]:
     """Insert `record`; return warnings about disagreements with what was already indexed.
 
     The caller has checked, inside the same transaction, that there is no row
-    for this SOP Instance UID.
+    for this SOP Instance UID. `study_hooks` run when the instance created a
+    study, after its rows are written; an instance of a known study costs nothing.
     """
     warnings: list[str] = []
     study_pk, new_study, own_patient = _study(conn, record, now)
@@ -173,7 +197,28 @@ def add_instance(
     outcome = "stored with warnings" if warnings else "stored"
     detail = f"study {record.study_instance_uid}" + ("; new study" if new_study else "")
     conn.execute(_INSERT_AUDIT, audit_row(origin, "STORE", "IMAGE", inst.sop_instance_uid, outcome, detail))
+    if new_study and study_hooks:
+        _run_hooks(conn, study_hooks, record, study_pk, origin, now)
     return warnings
+
+
+def _run_hooks(conn: Connection, hooks: Sequence[StudyHook], record: IndexRecord, study_pk: int,
+               origin: Origin, now: datetime) -> None:  # fmt: skip
+    """Run each hook in a savepoint: a failing hook is undone and logged, the image is still stored.
+
+    A reconciliation bug must never cost an acknowledged image; the study
+    then simply was not reconciled (the log says so).
+    """
+    patient_pk = int(conn.execute(select(S.c.patient_pk).where(S.c.pk == study_pk)).scalar_one())
+    new = NewStudy(study_pk, patient_pk, record, origin, now)
+    for hook in hooks:
+        try:
+            with conn.begin_nested():
+                hook(conn, new)
+        except Exception:
+            log.exception("study hook %s failed for study %s from %s; the instance is stored, the "
+                          "hook's changes were undone", getattr(hook, "__qualname__", hook),
+                          record.study_instance_uid, origin)  # fmt: skip
 
 
 def add_conflict(

@@ -36,6 +36,7 @@ from archive.errors import (
 )
 from archive.index_writer import (
     StoredInstance,
+    StudyHook,
     add_conflict,
     add_instance,
     conflict_known,
@@ -112,6 +113,8 @@ class IngestService:
     def __init__(self, db: Database, objects: ObjectStore) -> None:
         self._db = db
         self._objects = objects
+        #: Run inside the write transaction of an instance that creates a study (Archive.add_study_hook).
+        self.study_hooks: list[StudyHook] = []
 
     def ingest(self, stream: BinaryIO, origin: Origin, expected: Expected | None = None) -> StoreResult:
         """Store the DICOM object in the seekable `stream` (Part 10 or a bare dataset).
@@ -144,7 +147,7 @@ class IngestService:
                 existing = find_existing(conn, uids.sop_instance)
                 if existing is None:
                     status = StoreStatus.STORED
-                    warnings = add_instance(conn, record, stored, origin, now)
+                    warnings = add_instance(conn, record, stored, origin, now, self.study_hooks)
                 elif existing.sha256 == stored.sha256:
                     status, keep = StoreStatus.ALREADY_STORED, False
                 else:

@@ -14,6 +14,7 @@ from archive.accounts import Accounts
 from archive.audit import AuditLog
 from archive.db import Database
 from archive.errors import NotFound, StorageUnavailable
+from archive.index_writer import StudyHook
 from archive.ingest import Expected, IngestService, StoreResult
 from archive.models import Instance, Patient, Series, Study
 from archive.origin import Origin
@@ -58,6 +59,16 @@ class Archive:
     def ingest(self, stream: BinaryIO, origin: Origin, expected: Expected | None = None) -> StoreResult:
         """Store one DICOM object; see IngestService.ingest."""
         return self._ingest.ingest(stream, origin, expected)
+
+    def add_study_hook(self, hook: StudyHook) -> None:
+        """Call `hook(connection, NewStudy)` inside the ingest transaction of every new study.
+
+        How the worklist reconciles arriving studies with orders without the
+        archive importing it. The hook runs in a savepoint: if it raises, its
+        changes are undone and logged and the instance is stored all the same.
+        Instances of studies already in the index never reach it.
+        """
+        self._ingest.study_hooks.append(hook)
 
     def find(self, query: Query) -> Iterator[Dataset]:
         """Matches for `query`, one dataset each with the requested keys."""

@@ -39,6 +39,7 @@ from archive.uids import uid_problem
 from worklist.catalogue import Catalogue
 from worklist.errors import InvalidOrder, InvalidTransition, OrderConflict, UnknownOrder
 from worklist.models import ProcedureStep, StepEvent, StudyMatch
+from worklist.reconcile import Reconciler
 from worklist.types import PRIORITIES, OrderRequest, StepStatus, StepView
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,18 @@ class Worklist:
         self.config = config or WorklistConfig()
         self.status_listeners: list[StatusListener] = []
         self._joined = threading.local()
+        self.reconciler = Reconciler(self)
+        self._reconciling = False
+
+    def reconcile_ingest(self) -> None:
+        """Reconcile every study the archive ingests from now on with the orders (worklist.reconcile).
+
+        `minipacs serve`, its workers and `minipacs import` call this; an
+        Archive opened on its own (tests, bench) ingests without reconciling.
+        """
+        if not self._reconciling:
+            self.archive.add_study_hook(self.reconciler.study_arrived)
+            self._reconciling = True
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -162,6 +175,7 @@ class Worklist:
             _audit(conn, origin, "ORDER", values["accession_number"], "created",
                    f"order {order.placer_order_number} from {order.placer_issuer}")  # fmt: skip
             _audit_patient(conn, origin, order.patient.patient_id, patient_changes)
+            self.reconciler.order_arrived(conn, int(pk), origin)
             view = step_view(conn, int(pk))
         log.info("order %s from %s (%s): created step %s, %s %s", order.placer_order_number,
                  order.placer_issuer, origin, view.accession_number, view.modality,
@@ -191,6 +205,7 @@ class Worklist:
             _event(conn, row.pk, "changed", row.status, origin, now, "; ".join(diff))
             _audit(conn, origin, "ORDER", values["accession_number"], "changed", "; ".join(diff))
             _audit_patient(conn, origin, order.patient.patient_id, patient_changes)
+            self.reconciler.order_arrived(conn, row.pk, origin)
             view = step_view(conn, row.pk)
         log.info("order %s from %s (%s): changed step %s (%s)", order.placer_order_number,
                  order.placer_issuer, origin, view.accession_number, "; ".join(diff))  # fmt: skip
@@ -337,6 +352,26 @@ class Worklist:
                 .order_by(_S.c.study_date.desc(), _S.c.study_time.desc())
             ).all()  # fmt: skip
         return [dict(r._mapping) for r in rows]
+
+    # --- reconciliation ----------------------------------------------------------
+
+    def unmatched_studies(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Studies that matched no order, newest first (study_instance_uid, study_date, study_time,
+        accession_number, modalities, num_instances, study_description, patient_id, patient_name, received_at)."""
+        with self.db.read() as conn:
+            return self.reconciler.unmatched(conn, limit, offset)
+
+    def match_study(self, study_instance_uid: str, accession_number: str, origin: Origin) -> dict[str, Any]:
+        """A technologist matches a study to an order by hand: filed under the order's patient and accession.
+
+        Raises NotFound (unknown study), UnknownOrder (unknown accession number)
+        or OrderConflict (the order already has another study).
+        """
+        with self._write() as conn:
+            result = self.reconciler.match_manual(conn, study_instance_uid, accession_number, origin)
+        log.info("study %s matched by hand to order %s by %s%s", study_instance_uid, accession_number, origin,
+                 "" if result["changed"] else " (already matched)")  # fmt: skip
+        return result
 
     # --- patients --------------------------------------------------------------
 
