@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from appliance import cli_accounts, cli_audit, logs
+from appliance import cli_accounts, cli_audit, cli_worklist, logs
 from appliance.tables import local_time
 from appliance.services import ServiceError, dicom_config, open_archive, startup_report
 from appliance.settings import FLAGS, Settings, SettingsError, load
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"minipacs: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (CommandError, cli_accounts.AccountError, cli_audit.AuditError) as exc:
+    except (CommandError, cli_accounts.AccountError, cli_audit.AuditError, cli_worklist.WorklistError) as exc:
         print(f"minipacs: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -122,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     ae.set_defaults(func=None, help_parser=ae)
     cli_accounts.add_parsers(sub, common)
     cli_audit.add_parser(sub, common)
+    cli_worklist.add_parsers(sub, common)
     return parser
 
 
@@ -138,9 +139,14 @@ def _open_archive(settings: Settings) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") -> int:
+    from appliance.outbox import outbox_listeners
     from appliance.supervisor import Supervisor
     from appliance.workers import DicomWorkers, prepare
 
+    try:
+        senders = outbox_listeners(settings)  # HL7 status updates to the HIS, when configured
+    except ServiceError as exc:
+        raise CommandError(str(exc)) from exc
     archive = None
     dicom: Any
     if settings.dicom_workers > 1:
@@ -159,7 +165,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") ->
     from appliance.hl7 import Hl7Listener, Hl7PortError
     from appliance.http import HttpListener
 
-    supervisor = Supervisor([dicom, HttpListener(settings), Hl7Listener(settings, archive)])
+    supervisor = Supervisor([dicom, HttpListener(settings), Hl7Listener(settings, archive), *senders])
 
     def started() -> None:
         if banner:

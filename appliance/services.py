@@ -33,7 +33,7 @@ def open_archive(settings: Settings, upgrade: bool = True) -> Archive:
             "Choose another one with --data (or MINIPACS_DATA)."
         ) from exc
     try:
-        return Archive.open(
+        archive = Archive.open(
             settings.database_url,
             settings.storage_url,
             reserve_bytes=settings["storage.reserve_mb"] * 2**20,
@@ -41,6 +41,14 @@ def open_archive(settings: Settings, upgrade: bool = True) -> Archive:
         )
     except Exception as exc:
         raise ServiceError(f"cannot open the archive in {settings.data_dir}: {exc}") from exc
+    try:
+        # Every way in (DICOM workers, STOW in the HTTP workers, `minipacs import`)
+        # reconciles new studies with the orders (worklist.reconcile).
+        open_worklist(archive, settings).reconcile_ingest()
+    except Exception:
+        archive.close()
+        raise
+    return archive
 
 
 def open_worklist(archive: Archive, settings: Settings) -> Worklist:
@@ -53,11 +61,20 @@ def open_worklist(archive: Archive, settings: Settings) -> Worklist:
         catalogue = Catalogue.load(Path(catalogue_file) if catalogue_file else None)
     except Exception as exc:
         raise ServiceError(f"{exc} (setting worklist.catalogue)") from exc
-    return Worklist(archive, WorklistConfig(
+    worklist = Worklist(archive, WorklistConfig(
         accession_pattern=settings["worklist.accession_pattern"],
         correct_demographics=settings["worklist.correct_demographics"],
         catalogue=catalogue,
     ))  # fmt: skip
+    if settings["hl7.status_updates"]:
+        from worklist.status_updates import StatusUpdates
+
+        try:
+            updates = StatusUpdates.from_setting(settings["hl7.status_updates"], sender=settings["dicom.ae_title"])
+        except ValueError as exc:
+            raise ServiceError(f"{exc} (setting hl7.status_updates, MINIPACS_HL7_STATUS_UPDATES)") from exc
+        worklist.status_listeners.append(updates.on_status)
+    return worklist
 
 
 def dicom_config(settings: Settings, spool_dir: Path | None = None, session_prefix: str = "") -> DicomConfig:

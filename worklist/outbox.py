@@ -1,0 +1,286 @@
+"""A durable outbox: HL7 messages to the HIS, sent over MLLP until acknowledged.
+
+A message is written (`enqueue`) in the same transaction as the change it
+reports, so it exists exactly when the change was committed; a sender thread
+in `minipacs serve` (`OutboxSender`) delivers the due rows in order.
+
+Delivery is at least once. A row is marked sent in the step right after its
+ACK (MSA-1 AA or CA, HL7 v2.5 2.9.2) is read, and never sent again. The
+window: a crash after the HIS acknowledged but before that commit resends the
+message after the restart, with the same MSH-10 control ID, so the HIS can
+recognise the duplicate (HL7 2.10.2 "accept acknowledgment" sequence).
+AE, AR, an unreadable answer, a refused connection or a timeout are retried
+with exponential backoff (capped); after `max_attempts` the row is marked
+failed and waits for an operator (`minipacs outbox retry N`).
+
+Messages about the same subject (one order) go out in the order they were
+written: a row waits while an older one for the same subject is pending, so
+the HIS never sees COMPLETED before IN PROGRESS. Other orders are not held up
+by one the HIS keeps refusing.
+
+One sender per database: the supervisor of `minipacs serve` runs it. Several
+nodes on one PostgreSQL would each need to claim rows (not done here).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+from sqlalchemy import Connection, Table, and_, exists, insert, select, update
+from sqlalchemy.orm import aliased
+
+from archive.db import Database
+from archive.errors import InvalidArgument, NotFound
+from worklist.models import OutboxMessage
+
+log = logging.getLogger(__name__)
+
+OUTBOX = cast(Table, OutboxMessage.__table__)
+
+START_BLOCK, END_BLOCK = b"\x0b", b"\x1c\x0d"
+#: An ACK longer than this is not an ACK.
+MAX_ACK_BYTES = 64 * 1024
+
+PENDING, SENT, FAILED = "pending", "sent", "failed"
+
+
+def enqueue(conn: Connection, destination: str, kind: str, subject: str, payload: bytes,
+            now: datetime | None = None) -> int:  # fmt: skip
+    """Add a message to the outbox inside the caller's transaction; returns its number."""
+    now = now or datetime.now(UTC)
+    pk: int = conn.execute(insert(OUTBOX).returning(OUTBOX.c.pk), {
+        "destination": destination, "kind": kind, "subject": subject, "payload": payload,
+        "state": PENDING, "attempts": 0, "next_attempt_at": now, "last_error": "",
+        "created_at": now, "sent_at": None, "size_bytes": len(payload),
+    }).scalar_one()  # fmt: skip
+    return pk
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One outbox row as `minipacs outbox list` shows it (the payload left out)."""
+
+    pk: int
+    destination: str
+    kind: str
+    subject: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str
+    created_at: datetime
+    sent_at: datetime | None
+    size_bytes: int
+
+
+class Outbox:
+    """Reading the outbox and putting failed messages back in line."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def entries(self, state: str = "", limit: int = 100) -> list[OutboxEntry]:
+        """Messages, newest first; `state` pending, sent or failed narrows the list."""
+        if state and state not in (PENDING, SENT, FAILED):
+            raise InvalidArgument(f"state {state!r} is not pending, sent or failed")
+        stmt = select(*[c for c in OUTBOX.c if c.name != "payload"])
+        if state:
+            stmt = stmt.where(OUTBOX.c.state == state)
+        with self.db.read() as conn:
+            rows = conn.execute(stmt.order_by(OUTBOX.c.pk.desc()).limit(limit)).all()
+        return [_entry(r) for r in rows]
+
+    def get(self, pk: int) -> tuple[OutboxEntry, bytes]:
+        with self.db.read() as conn:
+            row = conn.execute(select(OUTBOX).where(OUTBOX.c.pk == pk)).first()
+        if row is None:
+            raise NotFound(f"no outbox message {pk}")
+        return _entry(row), bytes(row.payload)
+
+    def retry(self, pk: int) -> OutboxEntry:
+        """Send a failed (or waiting) message at the next round, with a fresh count of attempts."""
+        now = datetime.now(UTC)
+        with self.db.write() as conn:
+            row = conn.execute(select(OUTBOX.c.state).where(OUTBOX.c.pk == pk)).first()
+            if row is None:
+                raise NotFound(f"no outbox message {pk}")
+            if row.state == SENT:
+                raise InvalidArgument(f"outbox message {pk} was already sent and acknowledged; "
+                                      "it is not sent twice")  # fmt: skip
+            conn.execute(update(OUTBOX).where(OUTBOX.c.pk == pk).values(
+                state=PENDING, attempts=0, next_attempt_at=now))  # fmt: skip
+            entry = conn.execute(select(OUTBOX).where(OUTBOX.c.pk == pk)).one()
+        log.info("outbox message %d (%s) put back in line", pk, entry.subject)
+        return _entry(entry)
+
+
+def _entry(r: object) -> OutboxEntry:
+    m = r._mapping  # type: ignore[attr-defined]
+    return OutboxEntry(int(m["pk"]), m["destination"], m["kind"], m["subject"], m["state"], int(m["attempts"]),
+                       _utc(m["next_attempt_at"]), m["last_error"], _utc(m["created_at"]),
+                       _utc(m["sent_at"]) if m["sent_at"] else None, int(m["size_bytes"]))  # fmt: skip
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# --- MLLP, client side ---------------------------------------------------------
+
+
+class DeliveryError(Exception):
+    """The message was not acknowledged (no connection, timeout, AE/AR, garbage); try again later."""
+
+
+def send_mllp(host: str, port: int, payload: bytes, connect_timeout: float = 5.0,
+              read_timeout: float = 15.0) -> bytes:  # fmt: skip
+    """Send one framed message (0x0B payload 0x1C 0x0D) and return the framed answer's content."""
+    try:
+        with socket.create_connection((host, port), timeout=connect_timeout) as sock:
+            sock.settimeout(read_timeout)
+            sock.sendall(START_BLOCK + payload + END_BLOCK)
+            answer = b""
+            while END_BLOCK not in answer:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise DeliveryError("the HIS closed the connection without an ACK")
+                answer += chunk
+                if len(answer) > MAX_ACK_BYTES:
+                    raise DeliveryError("the HIS answered with more than 64 KiB and no end of message")
+    except TimeoutError:
+        raise DeliveryError(f"no ACK from {host}:{port} within the timeout") from None
+    except OSError as exc:
+        raise DeliveryError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
+    start = answer.find(START_BLOCK)
+    return answer[start + 1 if start >= 0 else 0: answer.index(END_BLOCK)]
+
+
+def check_ack(ack: bytes, control_id: str) -> str:
+    """The ACK's MSA-1 when it accepts the message `control_id`; DeliveryError otherwise."""
+    text = ack.decode("utf-8", errors="replace")
+    segments = [s for s in text.replace("\n", "\r").split("\r") if s]
+    if not segments or not segments[0].startswith("MSH") or len(segments[0]) < 8:
+        raise DeliveryError(f"the answer is not an HL7 ACK: {text[:80]!r}")
+    sep = segments[0][3]
+    msa = next((s.split(sep) for s in segments if s.startswith("MSA" + sep)), None)
+    if msa is None or len(msa) < 2:
+        raise DeliveryError("the ACK has no MSA segment")
+    code = msa[1].strip().upper()
+    acked = msa[2].strip() if len(msa) > 2 else ""
+    if code not in ("AA", "CA"):
+        err = next((s for s in segments if s.startswith("ERR" + sep)), "")
+        why = (msa[3] if len(msa) > 3 else "") or err
+        raise DeliveryError(f"the HIS answered {code or 'no code'}" + (f": {why[:200]}" if why else ""))
+    if acked and acked != control_id:
+        raise DeliveryError(f"the ACK is for message {acked!r}, not {control_id!r}")
+    return code
+
+
+def control_id(payload: bytes) -> str:
+    """MSH-10 of an HL7 message."""
+    msh = payload.split(b"\r", 1)[0].decode("utf-8", errors="replace")
+    fields = msh.split(msh[3]) if len(msh) > 3 else []
+    return fields[9] if len(fields) > 9 else ""
+
+
+# --- the sender ----------------------------------------------------------------
+
+
+class OutboxSender:
+    """A thread that delivers due outbox messages to their destinations."""
+
+    def __init__(self, db: Database, destinations: Mapping[str, tuple[str, int]], *, poll_seconds: float = 1.0,
+                 base_delay: float = 5.0, max_delay: float = 600.0, max_attempts: int = 200,
+                 connect_timeout: float = 5.0, read_timeout: float = 15.0, batch: int = 50) -> None:  # fmt: skip
+        self.db = db
+        self.destinations = dict(destinations)
+        self.poll_seconds = poll_seconds
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.max_attempts = max_attempts
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.batch = batch
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="outbox-sender", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop after the message being sent (bounded by the socket timeouts)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout if timeout is not None else self.connect_timeout + self.read_timeout + 5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("outbox sender: unexpected error; trying again shortly")
+            self._stop.wait(self.poll_seconds)
+
+    def run_once(self, now: datetime | None = None) -> int:
+        """Send every due message once; returns how many were acknowledged."""
+        sent = 0
+        for pk, destination, subject, payload, attempts in self._due(now or datetime.now(UTC)):
+            if self._stop.is_set():
+                break
+            address = self.destinations.get(destination)
+            if address is None:
+                continue  # a destination no longer configured: the row waits
+            try:
+                code = check_ack(send_mllp(address[0], address[1], payload, self.connect_timeout,
+                                           self.read_timeout), control_id(payload))  # fmt: skip
+            except DeliveryError as exc:
+                self._failed(pk, subject, attempts + 1, str(exc))
+                continue
+            self._sent(pk, attempts + 1)
+            log.info("outbox %d to %s (%s:%d): %s acknowledged %s", pk, destination, address[0], address[1],
+                     subject, code)  # fmt: skip
+            sent += 1
+        return sent
+
+    def _due(self, now: datetime) -> list[tuple[int, str, str, bytes, int]]:
+        older = aliased(OUTBOX)
+        blocked = exists().where(and_(older.c.destination == OUTBOX.c.destination,
+                                      older.c.subject == OUTBOX.c.subject,
+                                      older.c.state == PENDING, older.c.pk < OUTBOX.c.pk))  # fmt: skip
+        stmt = (select(OUTBOX.c.pk, OUTBOX.c.destination, OUTBOX.c.subject, OUTBOX.c.payload, OUTBOX.c.attempts)
+                .where(OUTBOX.c.state == PENDING, OUTBOX.c.next_attempt_at <= now, ~blocked)
+                .order_by(OUTBOX.c.pk).limit(self.batch))  # fmt: skip
+        with self.db.read() as conn:
+            return [(int(r.pk), r.destination, r.subject, bytes(r.payload), int(r.attempts))
+                    for r in conn.execute(stmt)]  # fmt: skip
+
+    def _sent(self, pk: int, attempts: int) -> None:
+        with self.db.write() as conn:
+            conn.execute(update(OUTBOX).where(OUTBOX.c.pk == pk).values(
+                state=SENT, attempts=attempts, sent_at=datetime.now(UTC), last_error=""))  # fmt: skip
+
+    def _failed(self, pk: int, subject: str, attempts: int, error: str) -> None:
+        delay = min(self.max_delay, self.base_delay * 2 ** min(attempts - 1, 30))
+        give_up = attempts >= self.max_attempts
+        with self.db.write() as conn:
+            conn.execute(update(OUTBOX).where(OUTBOX.c.pk == pk).values(
+                state=FAILED if give_up else PENDING, attempts=attempts, last_error=error[:2000],
+                next_attempt_at=datetime.now(UTC) + timedelta(seconds=delay)))  # fmt: skip
+        if give_up:
+            log.error("outbox %d (%s): gave up after %d attempts: %s; `minipacs outbox retry %d` sends it again",
+                      pk, subject, attempts, error, pk)  # fmt: skip
+        else:
+            log.warning("outbox %d (%s): attempt %d failed: %s; next in %.0f s", pk, subject, attempts, error, delay)
+
+
+__all__ = ["DeliveryError", "Outbox", "OutboxEntry", "OutboxSender", "check_ack", "control_id", "enqueue",
+           "send_mllp"]
