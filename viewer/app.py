@@ -6,7 +6,7 @@ from flask import Flask, Response, g, jsonify, request
 
 from archive import Archive
 from viewer import admin_api, cors, errors, qido, rendered, session, wado, wado_uri
-from viewer import fhir, orders_api, stow
+from viewer import fhir, orders_api, stow, worklist_api
 from viewer.access import ANONYMOUS as ANONYMOUS_ROLE
 from viewer.auth import CHALLENGE, Authenticator, Principal, Throttled, Unauthorized
 from viewer.config import WebConfig
@@ -23,7 +23,7 @@ _ANONYMOUS_READ_PREFIXES = ("/dicomweb/", "/wado")
 def create_app(archive: Archive, config: WebConfig | None = None, worklist: Worklist | None = None) -> Flask:
     """The app over `archive`; the caller owns the archive and closes it.
 
-    Without a `worklist` the order and FHIR endpoints answer 503.
+    Without a `worklist` the order, FHIR and worklist endpoints answer 503.
     """
     app = Flask("minipacs")
     config = config or WebConfig()
@@ -80,6 +80,7 @@ def create_app(archive: Archive, config: WebConfig | None = None, worklist: Work
     app.register_blueprint(wado_uri.blueprint)
     app.register_blueprint(admin_api.blueprint, url_prefix="/api")
     app.register_blueprint(orders_api.blueprint, url_prefix="/api/orders")
+    app.register_blueprint(worklist_api.blueprint, url_prefix="/api/worklist")
     app.register_blueprint(fhir.blueprint, url_prefix="/fhir")
     return app
 
