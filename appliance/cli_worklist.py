@@ -40,7 +40,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     lst.add_argument("--date", type=_date, metavar="YYYYMMDD", help="scheduled on this day ('today' works)")
     lst.add_argument("--modality", metavar="CODE", default="", help="CT, CR, DX, US, MR, ...")
     lst.add_argument("--station", metavar="AET", default="", help="scheduled station AE title")
-    lst.add_argument("--status", type=_status, default="",
+    lst.add_argument("--status", type=_status,
                      help="SCHEDULED, 'IN PROGRESS' (or IN_PROGRESS), COMPLETED, DISCONTINUED, CANCELLED")  # fmt: skip
     lst.add_argument("--limit", type=_limit, default=100, metavar="N", help="at most N steps (default 100)")
     lst.set_defaults(func=cmd_list)
@@ -82,7 +82,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     steps = _run(settings, lambda wl: wl.steps(start_date=args.date or "", modality=args.modality,
-                                               station_ae_title=args.station, status=args.status,
+                                               station_ae_title=args.station, status=args.status or "",
                                                limit=args.limit))  # fmt: skip
     print_table(
         "no steps match (orders arrive from the HIS; see `minipacs worklist list` without filters)",

@@ -233,17 +233,20 @@ class OutboxSender:
     def run_once(self, now: datetime | None = None) -> int:
         """Send every due message once; returns how many were acknowledged."""
         sent = 0
+        held: set[tuple[str, str]] = set()  # (destination, subject) with an earlier message not delivered
         for pk, destination, subject, payload, attempts in self._due(now or datetime.now(UTC)):
             if self._stop.is_set():
                 break
             address = self.destinations.get(destination)
-            if address is None:
-                continue  # a destination no longer configured: the row waits
+            if address is None or (destination, subject) in held:
+                held.add((destination, subject))
+                continue  # a destination no longer configured, or an older message failed: wait
             try:
                 code = check_ack(send_mllp(address[0], address[1], payload, self.connect_timeout,
                                            self.read_timeout), control_id(payload))  # fmt: skip
             except DeliveryError as exc:
                 self._failed(pk, subject, attempts + 1, str(exc))
+                held.add((destination, subject))
                 continue
             self._sent(pk, attempts + 1)
             log.info("outbox %d to %s (%s:%d): %s acknowledged %s", pk, destination, address[0], address[1],
@@ -252,10 +255,12 @@ class OutboxSender:
         return sent
 
     def _due(self, now: datetime) -> list[tuple[int, str, str, bytes, int]]:
+        # An older pending message of the same subject that is not due yet holds the later ones
+        # back; one that is due comes first in this list (and run_once holds the rest if it fails).
         older = aliased(OUTBOX)
         blocked = exists().where(and_(older.c.destination == OUTBOX.c.destination,
-                                      older.c.subject == OUTBOX.c.subject,
-                                      older.c.state == PENDING, older.c.pk < OUTBOX.c.pk))  # fmt: skip
+                                      older.c.subject == OUTBOX.c.subject, older.c.state == PENDING,
+                                      older.c.next_attempt_at > now, older.c.pk < OUTBOX.c.pk))  # fmt: skip
         stmt = (select(OUTBOX.c.pk, OUTBOX.c.destination, OUTBOX.c.subject, OUTBOX.c.payload, OUTBOX.c.attempts)
                 .where(OUTBOX.c.state == PENDING, OUTBOX.c.next_attempt_at <= now, ~blocked)
                 .order_by(OUTBOX.c.pk).limit(self.batch))  # fmt: skip
