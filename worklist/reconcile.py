@@ -19,6 +19,11 @@ pre-assigned UID, handed to the modality in the worklist). A match
   console's worklist and could be picked again. Later MPPS messages still
   move the step on (IN PROGRESS again is a resend; COMPLETED follows).
 
+An automatic match by accession number is recorded even when the step
+already has a study (a second study for one order, e.g. a late
+reconstruction sent under a new UID) or is CANCELLED/COMPLETED (its status is
+then left alone); a match by hand refuses a step that has another study.
+
 Only the index is corrected: stored objects are never rewritten, so WADO and
 C-MOVE return the header exactly as the modality sent it, while C-FIND, QIDO
 and the viewer's lists show the order's patient and accession number.

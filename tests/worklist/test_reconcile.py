@@ -231,3 +231,62 @@ def test_storescu_to_minipacs_serve_is_reconciled(tmp_path: Path) -> None:
         assert search(arc.db, action="RECONCILE")[0].actor == "CT_ROOM1"
     finally:
         arc.close()
+
+
+def test_stow_to_minipacs_serve_is_reconciled_and_cfind_and_qido_answer_with_the_order(tmp_path: Path) -> None:
+    """STOW-RS (the HTTP workers) reconciles too; C-FIND and QIDO-RS then show the order's patient."""
+    import requests
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+
+    from tests.viewer.helpers import start_web_server
+
+    data = tmp_path / "data"
+    data.mkdir()
+    arc = Archive.open(f"sqlite:///{data / 'index.sqlite'}", str(data / "objects"))
+    try:
+        arc.accounts.add_user("ktv.hoa", "technologist", "may chup CT 2026", TECH)
+        Worklist(arc).create(order(), HIS)
+    finally:
+        arc.close()
+    server, url = start_web_server(data)
+    try:
+        body = (b"--b0\r\nContent-Type: application/dicom\r\n\r\n"
+                + part10(make_dataset(1, patient_id="TYPO01", patient_name="NGUYEN^VAN A")) + b"\r\n--b0--\r\n")  # fmt: skip
+        answer = requests.post(f"{url}/dicomweb/studies", data=body, auth=("ktv.hoa", "may chup CT 2026"),
+                               headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=b0'},
+                               timeout=60)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        qido = requests.get(f"{url}/dicomweb/studies", params={"AccessionNumber": "ACC001"},
+                            auth=("ktv.hoa", "may chup CT 2026"), timeout=30).json()  # fmt: skip
+        assert [(s["00100020"]["Value"][0], s["00100010"]["Value"][0]["Alphabetic"]) for s in qido] == [
+            ("PID001", "Nguyễn^Văn An")]
+        ae = AE(ae_title="WORKSTATION")
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        assoc = ae.associate("127.0.0.1", server.port, ae_title="MINIPACS")
+        assert assoc.is_established
+        try:
+            identifier = Dataset()
+            identifier.QueryRetrieveLevel = "STUDY"
+            identifier.PatientID = "TYPO01"
+            identifier.StudyInstanceUID = ""
+            typo = [ds for status, ds in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
+                    if ds is not None and status.Status == 0xFF00]  # fmt: skip
+            identifier.PatientID = "PID001"
+            identifier.PatientName = ""
+            found = [ds for status, ds in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
+                     if ds is not None and status.Status == 0xFF00]  # fmt: skip
+        finally:
+            assoc.release()
+        assert typo == []
+        assert [(ds.StudyInstanceUID, str(ds.PatientName)) for ds in found] == [(uid(1, 1), "Nguyễn^Văn An")]
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in server.log()
+    arc = server.archive()
+    try:
+        assert matches(arc)[0]["actor"] == "ktv.hoa"
+        assert search(arc.db, action="RECONCILE")[0].outcome == "corrected"
+    finally:
+        arc.close()
