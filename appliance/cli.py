@@ -13,7 +13,7 @@ from typing import Any
 
 from appliance import cli_accounts, cli_audit, cli_worklist, logs
 from appliance.tables import local_time
-from appliance.services import ServiceError, dicom_config, open_archive, startup_report
+from appliance.services import ServiceError, dicom_config, open_archive, open_worklist, startup_report
 from appliance.settings import FLAGS, Settings, SettingsError, load
 
 log = logging.getLogger("minipacs")
@@ -138,6 +138,13 @@ def _open_archive(settings: Settings) -> Any:
         raise CommandError(str(exc)) from exc
 
 
+def _open_worklist(archive: Any, settings: Settings) -> Any:
+    try:
+        return open_worklist(archive, settings)
+    except ServiceError as exc:
+        raise CommandError(str(exc)) from exc
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") -> int:
     from appliance.outbox import outbox_listeners
     from appliance.supervisor import Supervisor
@@ -161,7 +168,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") ->
 
         archive = _open_archive(settings)
         startup_report(archive, settings)
-        dicom = DicomService(archive, dicom_config(settings))
+        dicom = DicomService(archive, dicom_config(settings), worklist=_open_worklist(archive, settings))
     from appliance.hl7 import Hl7Listener, Hl7PortError
     from appliance.http import HttpListener
 

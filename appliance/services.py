@@ -93,6 +93,7 @@ def dicom_config(settings: Settings, spool_dir: Path | None = None, session_pref
         check_called_ae=settings["dicom.check_called_ae"],
         spool_dir=spool_dir or settings.spool_dir,
         session_prefix=session_prefix,
+        ascii_stations=frozenset(t.strip() for t in settings["worklist.ascii_stations"].split(",") if t.strip()),
     )
 
 

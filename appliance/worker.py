@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from appliance import logs
-from appliance.services import ServiceError, dicom_config, open_archive, startup_report
+from appliance.services import ServiceError, dicom_config, open_archive, open_worklist, startup_report
 from appliance.settings import Settings, SettingsError, load
 from appliance.supervisor import Supervisor
 
@@ -70,7 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     listen_socket = socket.socket(fileno=args.fd)
     config = dicom_config(settings, spool_dir=settings.spool_dir / f"w{args.number}",
                           session_prefix=f"w{args.number}.")  # fmt: skip
-    supervisor = Supervisor([DicomService(archive, config, listen_socket=listen_socket)])
+    try:
+        worklist = open_worklist(archive, settings)
+    except ServiceError as exc:
+        log.error("%s", exc)
+        return 1
+    supervisor = Supervisor([DicomService(archive, config, listen_socket=listen_socket, worklist=worklist)])
     asked_to_stop = supervisor.request_stop
 
     def request_stop(signum: int | None = None, frame: FrameType | None = None) -> None:

@@ -9,16 +9,18 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
 from archive import Archive
-from dicom_scp import handlers, responses
+from dicom_scp import handlers, responses, worklist_handlers
 from dicom_scp.associations import AssociationLog
 from dicom_scp.sockets import tune_socket
 from dicom_scp.contexts import (
@@ -27,8 +29,11 @@ from dicom_scp.contexts import (
     STORAGE_SOP_CLASSES,
     STORAGE_TRANSFER_SYNTAXES,
     VERIFICATION,
+    WORKLIST,
     acceptor_contexts,
 )
+from worklist.mpps import PerformedSteps
+from worklist.service import Worklist
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,8 @@ class DicomConfig:
     spool_dir: Path = Path("spool")
     #: Prefix of association ids in the log ("w2." in worker process 2).
     session_prefix: str = ""
+    #: Calling AE titles whose worklist is in ASCII, without Specific Character Set.
+    ascii_stations: frozenset[str] = frozenset()
 
 
 class DicomService:
@@ -62,11 +69,14 @@ class DicomService:
     name = "DICOM"
 
     def __init__(
-        self, archive: Archive, config: DicomConfig, listen_socket: socket.socket | None = None
+        self, archive: Archive, config: DicomConfig, listen_socket: socket.socket | None = None,
+        worklist: Worklist | None = None,
     ) -> None:
         """`listen_socket`: an already listening socket shared with other worker
-        processes (appliance.workers); without one the service binds its own."""
+        processes (appliance.workers); without one the service binds its own.
+        `worklist`: serve the Modality Worklist and MPPS from it."""
         self.archive = archive
+        self.worklist = worklist
         self.config = config
         self.listen_socket = listen_socket
         self.associations = AssociationLog(
@@ -93,8 +103,7 @@ class DicomService:
         handlers_: list[Any] = [
             (evt.EVT_C_ECHO, handlers.handle_echo),
             (evt.EVT_C_STORE, handlers.handle_store, [self.archive, self.associations]),
-            (evt.EVT_C_FIND, handlers.handle_find,
-             [self.archive, self.associations, self.config.ae_title]),
+            (evt.EVT_C_FIND, self._handle_find),
             (evt.EVT_C_MOVE, handlers.handle_move, [self.archive, self.associations]),
             (evt.EVT_C_GET, handlers.handle_get, [self.archive, self.associations]),
             (evt.EVT_REQUESTED, self.associations.on_requested),
@@ -104,6 +113,10 @@ class DicomService:
             (evt.EVT_CONN_OPEN, tune_socket),
             (evt.EVT_CONN_CLOSE, _discard_partial_dataset),
         ]  # fmt: skip
+        if self.worklist is not None:
+            performed = PerformedSteps(self.worklist)
+            handlers_ += [(evt.EVT_N_CREATE, worklist_handlers.handle_n_create, [performed, self.associations]),
+                          (evt.EVT_N_SET, worklist_handlers.handle_n_set, [performed, self.associations])]
         address = (self.config.host, self.config.port)
         contexts = acceptor_contexts(ae.supported_contexts)
         if self.listen_socket is None:
@@ -115,6 +128,14 @@ class DicomService:
             threading.Thread(target=self._server.serve_forever, name="dicom-acceptor",
                              daemon=True).start()  # fmt: skip
         log.info("listening: %s", self.describe())
+
+    def _handle_find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        """EVT_C_FIND: the Modality Worklist model to the worklist, Q/R models to the archive."""
+        if self.worklist is not None and \
+                str(event.request.AffectedSOPClassUID) == worklist_handlers.MODALITY_WORKLIST_FIND:
+            return worklist_handlers.handle_mwl_find(event, self.worklist, self.associations,
+                                                     self.config.ascii_stations)  # fmt: skip
+        return handlers.handle_find(event, self.archive, self.associations, self.config.ae_title)
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, give open associations `grace` seconds to finish, then abort them.
@@ -151,6 +172,9 @@ class DicomService:
         ae.add_supported_context(VERIFICATION, PLAIN_TRANSFER_SYNTAXES)
         for sop_class in QUERY_RETRIEVE:
             ae.add_supported_context(sop_class, PLAIN_TRANSFER_SYNTAXES)
+        if self.worklist is not None:
+            for sop_class in WORKLIST:
+                ae.add_supported_context(sop_class, PLAIN_TRANSFER_SYNTAXES)
         for sop_class in STORAGE_SOP_CLASSES:
             # SCP role accepted too, so a C-GET requestor can receive on its association.
             ae.add_supported_context(sop_class, STORAGE_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)

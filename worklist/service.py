@@ -481,7 +481,8 @@ class Worklist:
             "station_ae_title": order.station_ae_title or (procedure.station_ae if procedure else ""),
             "station_name": order.station_name,
             "start_date": order.start_date or local.strftime("%Y%m%d"),
-            "start_time": order.start_time or local.strftime("%H%M%S"),
+            # Padded to HHMMSS: a partial time ("0800") would compare below "080000" in MWL ranges.
+            "start_time": _full_time(order.start_time) or local.strftime("%H%M%S"),
             "performing_physician": nfc(order.performing_physician),
             "referring_physician": nfc(order.referring_physician),
             "priority": order.priority,
@@ -499,6 +500,12 @@ def _valid_date(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _full_time(value: str) -> str:
+    """HH or HHMM as HHMMSS (the seconds and minutes it stands for start at 00)."""
+    head, dot, fraction = value.partition(".")
+    return head.ljust(6, "0") + dot + fraction if head else ""
 
 
 def _check_patient(demo: PatientDemographics) -> None:
