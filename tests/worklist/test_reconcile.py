@@ -290,3 +290,29 @@ def test_stow_to_minipacs_serve_is_reconciled_and_cfind_and_qido_answer_with_the
         assert search(arc.db, action="RECONCILE")[0].outcome == "corrected"
     finally:
         arc.close()
+
+
+def test_a_second_study_and_a_cancelled_order_are_matched_without_a_status_change(
+    archive: Archive, worklist: Worklist
+) -> None:  # fmt: skip
+    worklist.create(order(), HIS)
+    worklist.create(order("O2", accession="ACC002"), HIS)
+    worklist.cancel("HIS", "O2", HIS)
+    ingest_ds(archive, make_dataset(1))
+    ingest_ds(archive, make_dataset(2, study=uid(1, 2), series=uid(2, 2)))  # ACC001 again, another study
+    ingest_ds(archive, make_dataset(3, study=uid(1, 3), series=uid(2, 3), AccessionNumber="ACC002"))
+    steps = {s.accession_number: s for s in worklist.steps()}
+    rows = matches(archive)
+    assert [r["matched_by"] for r in rows] == ["accession"] * 3
+    assert rows[0]["step_pk"] == rows[1]["step_pk"] != rows[2]["step_pk"]
+    assert steps["ACC001"].status == "IN PROGRESS" and steps["ACC002"].status == "CANCELLED"
+    assert [e["action"] for e in worklist.history("ACC001")].count("matched") == 2
+
+
+@pytest.mark.parametrize("accession", ["ACC001' OR '1'='1", "%", "ACC00_", "A" * 64, "\\ACC001"])
+def test_hostile_accession_numbers_match_nothing(archive: Archive, worklist: Worklist, accession: str) -> None:
+    worklist.create(order(), HIS)
+    ingest_ds(archive, make_dataset(1, AccessionNumber=accession))
+    assert [r["matched_by"] for r in matches(archive)] == ["unmatched"]
+    assert worklist.get("ACC001").status == "SCHEDULED"
+    assert archive.statistics().instances == 1
