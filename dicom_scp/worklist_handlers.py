@@ -83,7 +83,7 @@ def handle_n_create(event: Event, steps: PerformedSteps,
         result = steps.create(str(requested) if requested else None, attrs, origin)
     except MppsError as exc:
         log.warning("MPPS N-CREATE from %s refused (0x%04X): %s", origin, exc.dimse_status, exc.message)
-        return _failure(exc), None
+        return _failure(exc, with_attribute=False), None
     except ArchiveError as exc:
         log.warning("MPPS N-CREATE from %s refused (0x%04X): %s", origin, exc.dimse_status, exc.message)
         return status.with_comment(exc.dimse_status, exc.message), None
@@ -118,10 +118,11 @@ def handle_n_set(event: Event, steps: PerformedSteps,
     return status.SUCCESS, Dataset()
 
 
-def _failure(exc: MppsError) -> Dataset:
+def _failure(exc: MppsError, with_attribute: bool = True) -> Dataset:
+    """The status with Error Comment, Error ID and (N-SET only, PS3.7 10.3.3) the attribute at fault."""
     ds = status.with_comment(exc.dimse_status, exc.message)
     if exc.error_id is not None:
         ds.ErrorID = exc.error_id
-    if exc.attribute is not None:
+    if with_attribute and exc.attribute is not None:
         ds.AttributeIdentifierList = [exc.attribute]
     return ds

@@ -233,7 +233,7 @@ def _check_create(ds: Dataset) -> None:
             raise MissingAttributeValue(f"{keyword} has no value (Type 1, PS3.4 F.7.2.1)", _tag(keyword))
     status = str(ds.PerformedProcedureStepStatus).strip()
     if status != IN_PROGRESS:
-        raise InvalidAttributeValue(f"a performed step starts IN PROGRESS, not {status!r} (PS3.4 F.7.2.1.2)",
+        raise InvalidAttributeValue(f"PerformedProcedureStepStatus {status!r}: a step starts IN PROGRESS",
                                     _tag("PerformedProcedureStepStatus"))  # fmt: skip
     _check_date_time(ds, "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime")
     items = ds.ScheduledStepAttributesSequence
