@@ -74,7 +74,8 @@ class _Connection:
         self.buffer += data
 
     def next_frame(self) -> tuple[bytes, bool]:
-        """(message, complete): complete False means oversized, and the message is only its head."""
+        """(message, complete): complete False means oversized: the message is only its head, and
+        the caller either skips the rest (:meth:`skip_to_end`) or closes the connection."""
         while True:  # between frames: only line ends are tolerated (some senders add one)
             stripped = self.buffer.lstrip(b"\r\n")
             del self.buffer[: len(self.buffer) - len(stripped)]
@@ -89,10 +90,8 @@ class _Connection:
         while True:
             end = self.buffer.find(END + CR, max(0, searched - 1))
             if end >= 0:
-                if end > limit:
-                    head = bytes(self.buffer[:HEAD])
-                    del self.buffer[: end + 2]
-                    return head, False
+                if end > limit:  # skip_to_end() finds the end block in the buffer
+                    return bytes(self.buffer[:HEAD]), False
                 message = bytes(self.buffer[:end])
                 del self.buffer[: end + 2]
                 return message, True
@@ -100,12 +99,15 @@ class _Connection:
                 raise FramingError("a new frame started before the end of the previous one")
             searched = len(self.buffer)
             if len(self.buffer) > limit:
-                return self._skip_oversized(), False
+                return bytes(self.buffer[:HEAD]), False
             self._recv()
 
-    def _skip_oversized(self) -> bytes:
-        """Discard the rest of a message over the limit, up to its end block; returns its head."""
-        head = bytes(self.buffer[:HEAD])
+    def skip_to_end(self) -> None:
+        """Discard the rest of a message over the limit, up to its end block."""
+        end = self.buffer.find(END + CR)
+        if end >= 0:  # it ended within what was read already
+            del self.buffer[: end + 2]
+            return
         tail = bytes(self.buffer[-1:])
         self.buffer.clear()
         while True:
@@ -115,7 +117,7 @@ class _Connection:
             if end >= 0:
                 rest = data[end + 2:]
                 self.buffer[:] = rest
-                return head
+                return
             tail = data[-1:]
             self.buffer.clear()
 
@@ -183,6 +185,7 @@ class MllpServer:
         if not self._slots.acquire(blocking=False):
             log.warning("HL7 connection from %s refused: %d connections open (hl7.max_connections)", peer,
                         self.config.max_connections)  # fmt: skip
+            sock.close()
             return
         with self._lock:
             self._open.add(sock)
@@ -198,6 +201,7 @@ class MllpServer:
                     answer = self.handler.too_large(message, peer, self.config.max_message_bytes)
                     if answer is None:
                         return
+                    conn.skip_to_end()
                 count += 1
                 sock.sendall(START + (answer or b"") + END + CR)
         except _Closed as exc:
@@ -212,6 +216,7 @@ class MllpServer:
             with self._lock:
                 self._open.discard(sock)
             self._slots.release()
+            sock.close()  # socketserver would too; closing here frees the peer at once
 
 
 __all__ = ["FramingError", "Handler", "MllpConfig", "MllpServer"]
