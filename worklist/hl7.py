@@ -3,7 +3,7 @@
 Versions 2.3, 2.3.1, 2.4 and 2.5(.1) (HL7 v2.5 chapter 2 control, chapter 3
 ADT, chapter 4 orders). Messages: ORM^O01 and OMI^O23 (ORC-1 NW, XO, CA, DC,
 SC), ADT^A08/A31 (update patient) and ADT^A40 (merge). Every field we read,
-and where it goes, is in one table: docs/hl7.md. Segments are split by
+and where it goes, is in one table: docs/hl7.md (the ACK codes too). Segments are split by
 python-hl7 (`hl7.parse`); components are read by :func:`_part`, which also
 undoes the escape sequences (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\, chapter 2.7).
 
