@@ -16,6 +16,7 @@ only show ASCII get transliterated text and no Specific Character Set.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -52,14 +53,21 @@ STEP = cast(Table, ProcedureStep.__table__)
 _P = cast(Table, Patient.__table__)
 
 
+@functools.cache
 def _t(keyword: str) -> int:
     tag = tag_for_keyword(keyword)
     assert tag is not None, keyword
     return int(tag)
 
 
+@functools.cache
 def _k(keyword: str) -> str:
     return f"{_t(keyword):08X}"
+
+
+@functools.cache
+def _vr(keyword: str) -> str:
+    return str(dictionary_VR(_t(keyword)))
 
 
 SPS_SEQUENCE = _t("ScheduledProcedureStepSequence")
@@ -161,12 +169,13 @@ def find(db: Database, query: WorklistQuery, ascii_only: bool = False) -> Iterat
         .order_by(STEP.c.priority != "STAT", STEP.c.start_date, STEP.c.start_time, STEP.c.pk)
     )  # fmt: skip
     performer = query.sps.get(_PERFORMER)
+    plan = selection(query.return_keys)
     with db.read() as conn:
         rows = conn.execute(stmt).mappings().all()
     for row in rows:
         if performer is not None and not name_matches(performer, row["performing_physician"]):
             continue
-        answer = select_keys(worklist_item(row), query.return_keys)
+        answer = select_keys(worklist_item(row), plan)
         if ascii_only:
             answer = transliterated(answer)
         else:
@@ -236,7 +245,7 @@ def _assign(patterns: list[str], words: list[str]) -> bool:
 
 def _text(keyword: str, value: object) -> tuple[str, dict[str, Any]]:
     """A JSON element; empty values make an empty (Type 2) element."""
-    vr = dictionary_VR(_t(keyword))
+    vr = _vr(keyword)
     if value is None or value == "":
         return _k(keyword), {"vr": vr}
     if vr == "PN":
@@ -319,27 +328,37 @@ def worklist_item(row: Any) -> dict[str, Any]:
     return item
 
 
-def select_keys(item: dict[str, Any], return_keys: Dataset) -> dict[str, Any]:
+#: Which keys to answer with: (JSON key, VR, the item's selection for a sequence that names item keys).
+Selection = list[tuple[str, str, "Selection | None"]]
+
+
+def selection(return_keys: Dataset) -> Selection:
+    """The return keys of an identifier, read once per query rather than once per match."""
+    out: Selection = []
+    for element in return_keys:
+        tag = int(element.tag)
+        if element.tag.group in (0x0000, 0x0002) or tag == _t("SpecificCharacterSet"):
+            continue
+        items = (element.value or []) if element.VR == "SQ" else []
+        out.append((f"{tag:08X}", element.VR, selection(items[0]) if items and len(items[0]) else None))
+    return out
+
+
+def select_keys(item: dict[str, Any], wanted: Selection) -> dict[str, Any]:
     """The keys the query asked for, with our values (empty where we have none).
 
     A sequence key with an item returns only the item's keys; an empty one
     (or one with an empty item) returns the whole sequence, as archive.query does.
     """
     out: dict[str, Any] = {}
-    for element in return_keys:
-        tag = int(element.tag)
-        if element.tag.group in (0x0000, 0x0002) or tag == _t("SpecificCharacterSet"):
+    for key, vr, item_keys in wanted:
+        value = item.get(key)
+        if value is None:
+            out[key] = {"vr": vr}
             continue
-        key = f"{tag:08X}"
-        if key not in item:
-            out[key] = {"vr": element.VR}
-            continue
-        value = item[key]
-        if element.VR == "SQ" and value.get("vr") == "SQ":
-            wanted = element.value or []
-            if wanted and len(wanted[0]):
-                items = [select_keys(i, wanted[0]) for i in value.get("Value", [])]
-                value = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+        if item_keys is not None and value.get("vr") == "SQ":
+            items = [select_keys(i, item_keys) for i in value.get("Value", [])]
+            value = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
         out[key] = value
     return out
 
@@ -383,4 +402,4 @@ def transliterated(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["OPEN_STATUSES", "WorklistQuery", "ascii_name", "ascii_text", "find", "name_matches",
-           "parse_query", "select_keys", "transliterated", "worklist_item"]  # fmt: skip
+           "parse_query", "select_keys", "selection", "transliterated", "worklist_item"]  # fmt: skip
