@@ -215,3 +215,31 @@ def test_worker_processes_serve_the_worklist(tmp_path: Path) -> None:
             assert final.Status == 0 and accessions(matches) == {"MWL1", "MWL3"}
     finally:
         stop_and_check(server)
+
+
+def test_transliteration_for_ascii_consoles() -> None:
+    from worklist.mwl import ascii_name, ascii_text, transliterated
+
+    assert ascii_name("Nguyễn^Văn An") == "NGUYEN^VAN AN"
+    assert ascii_name("Đặng^Thị Đào=阮") == "DANG^THI DAO=?"
+    assert ascii_text("Siêu âm ổ bụng – Đà Nẵng") == "Sieu am o bung ? Da Nang"
+    attrs = {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Lê^Văn Tám"}]},
+             "00321060": {"vr": "LO", "Value": ["CT sọ não"]},
+             "00400100": {"vr": "SQ", "Value": [{"00400006": {"vr": "PN", "Value": [{"Alphabetic": "Võ^Mai"}]}}]},
+             "001021C0": {"vr": "US", "Value": [4]}}  # fmt: skip
+    out = transliterated(attrs)
+    assert out["00100010"]["Value"] == [{"Alphabetic": "LE^VAN TAM"}]
+    assert out["00321060"]["Value"] == ["CT so nao"] and out["001021C0"]["Value"] == [4]
+    assert out["00400100"]["Value"][0]["00400006"]["Value"] == [{"Alphabetic": "VO^MAI"}]
+
+
+def test_physician_names_match_by_the_engines_rules() -> None:
+    from archive.matching import parse_value
+    from worklist.mwl import name_matches
+
+    assert name_matches(parse_value("PN", "tran thi binh"), "Trần^Thị Bình")
+    assert not name_matches(parse_value("PN", "TRAN^THI"), "Trần^Thị Bình")
+    assert name_matches(parse_value("PN", "b*^tr*"), "Trần^Thị Bình")
+    # Each query word needs a word of its own: N* cannot match Nguyễn twice.
+    assert not name_matches(parse_value("PN", "NGUYEN^N*"), "Nguyễn^Công Tuấn")
+    assert name_matches(parse_value("PN", "[x]*"), "[X]YZ^A")
