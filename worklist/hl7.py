@@ -99,8 +99,9 @@ class Header:
 
 
 def normalise(raw: bytes) -> bytes:
-    """Segments end in CR (HL7 2.5 2.5.4); senders that end them in LF or CRLF are read the same."""
-    return raw.strip(b" \t\r\n\x00").replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+    """Segments end in CR (HL7 2.5 2.5.4); senders that end them in LF or CRLF, or leave blank lines,
+    are read the same."""
+    return re.sub(rb"[\r\n]+", b"\r", raw.strip(b" \t\r\n\x00"))
 
 
 def read_header(raw: bytes) -> Header:

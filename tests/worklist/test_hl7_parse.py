@@ -130,7 +130,7 @@ def test_escape_sequences_are_undone() -> None:
 
 
 def test_segments_ended_by_lf_or_crlf_are_read() -> None:
-    for ending in ("\n", "\r\n"):
+    for ending in ("\n", "\r\n", "\r\r\n"):
         [action] = actions(orm("M1").replace("\r", ending))
         assert action.order is not None and action.order.accession_number == "ACC1"
 
