@@ -264,9 +264,12 @@ def test_concurrent_connections(listener: Listener) -> None:
 # --- minipacs serve ---------------------------------------------------------------------
 
 
-def test_minipacs_serve_listens_for_hl7(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["0", "1"], ids=["worker-processes", "one-process"])
+def test_minipacs_serve_listens_for_hl7(tmp_path: Path, workers: str) -> None:
+    """With DICOM worker processes the HL7 listener opens its own archive; in one process it shares it."""
     port = free_port()
-    server = start_server(tmp_path / "data", env={"MINIPACS_HL7_PORT": str(port), "MINIPACS_HL7_HOST": "127.0.0.1"})
+    server = start_server(tmp_path / "data", env={"MINIPACS_HL7_PORT": str(port), "MINIPACS_HL7_HOST": "127.0.0.1",
+                                                  "MINIPACS_DICOM_WORKERS": workers})  # fmt: skip
     try:
         address = ("127.0.0.1", port)
         assert send(address, orm("E1", obr={24: "CT"})).code == "AA"
