@@ -170,9 +170,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") ->
         startup_report(archive, settings)
         dicom = DicomService(archive, dicom_config(settings), worklist=_open_worklist(archive, settings))
     from appliance.hl7 import Hl7Listener, Hl7PortError
-    from appliance.http import HttpListener
+    from appliance.http import HttpListener, HttpPortError
 
-    supervisor = Supervisor([dicom, HttpListener(settings), Hl7Listener(settings, archive), *senders])
+    # DICOM starts last: once a modality's C-ECHO is answered, HTTP and HL7 are
+    # listening too (tests and install scripts wait on the echo alone); it stops first.
+    supervisor = Supervisor([HttpListener(settings), Hl7Listener(settings, archive), *senders, dicom])
 
     def started() -> None:
         if banner:
@@ -181,7 +183,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") ->
     try:
         supervisor.run(on_started=started)
     except OSError as exc:
-        raise CommandError(_listen_error(settings, exc, "hl7" if isinstance(exc, Hl7PortError) else "dicom")) from exc
+        kind = "hl7" if isinstance(exc, Hl7PortError) else "http" if isinstance(exc, HttpPortError) else "dicom"
+        raise CommandError(_listen_error(settings, exc, kind)) from exc
     finally:
         if archive is not None:
             archive.close()
@@ -190,12 +193,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") ->
 
 
 def _listen_error(settings: Settings, exc: OSError, kind: str = "dicom") -> str:
-    """Why the DICOM (or HL7) port could not be opened, and what to do about it."""
+    """Why the DICOM (or HL7, or HTTP) port could not be opened, and what to do about it."""
     host, port = settings[f"{kind}.host"], settings[f"{kind}.port"]
-    name, flag, usual = ("HL7", "--hl7-port", 2575) if kind == "hl7" else ("DICOM", "--dicom-port", 11112)
+    name, flag, usual = {"hl7": ("HL7", "--hl7-port", 2575), "http": ("HTTP", "--http-port", 8080)}.get(
+        kind, ("DICOM", "--dicom-port", 11112))
     problem = f"cannot listen for {name} on {host}:{port}: {exc.strerror or exc}."
     if exc.errno == errno.EADDRINUSE:
-        advice = (f"Is another minipacs (or another {'HL7 engine' if kind == 'hl7' else 'PACS'}) already "
+        other = {"hl7": "HL7 engine", "http": "web server"}.get(kind, "PACS")
+        advice = (f"Is another minipacs (or another {other}) already "
                   f"using the port? Stop it, or choose another port with {flag}.")  # fmt: skip
     elif exc.errno == errno.EACCES:
         advice = ("Ports below 1024 (like 104) need root or CAP_NET_BIND_SERVICE; "

@@ -34,6 +34,10 @@ THREADS = 4
 _ACCESS_FORMAT = '%(t)s %(h)s %(u)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 
 
+class HttpPortError(OSError):
+    """The HTTP port could not be opened (so `minipacs serve` names the right setting)."""
+
+
 class HttpListener:
     """The Listener protocol of appliance.supervisor."""
 
@@ -57,7 +61,10 @@ class HttpListener:
         return f"HTTP (DICOMweb at /dicomweb) on {host}:{port}"
 
     def start(self) -> None:
-        self._socket = socket.create_server((self.settings["http.host"], self.settings["http.port"]), backlog=128)
+        try:
+            self._socket = socket.create_server((self.settings["http.host"], self.settings["http.port"]), backlog=128)
+        except OSError as exc:
+            raise HttpPortError(exc.errno, exc.strerror or str(exc)) from exc
         self._socket.set_inheritable(True)
         fd = self._socket.fileno()
         self._process = subprocess.Popen(

@@ -31,6 +31,19 @@ def test_port_already_taken(tmp_path: Path) -> None:
     assert "--dicom-port" in line
 
 
+def test_http_port_already_taken_names_the_http_setting(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**LOCAL, "MINIPACS_HTTP_HOST": "127.0.0.1"}
+        result = run_cli("serve", "--data", "data", "--dicom-port", str(free_port()), "--http-port", str(port),
+                         cwd=tmp_path, env=env)  # fmt: skip
+    line = assert_one_line_error(result, 1)
+    assert f"cannot listen for HTTP on 127.0.0.1:{port}" in line
+    assert "--http-port" in line and "DICOM" not in line
+
+
 def test_start_up_warns_when_nobody_may_connect(tmp_path: Path) -> None:
     """calling_ae = "registered" with an empty registry refuses every modality: say so at
     start-up. (The port is taken so the command stops right after its start-up checks.)"""
