@@ -8,7 +8,8 @@ MLLP helper (``hl7.mllp``): that one is asyncio, while the worklist service
 is synchronous SQLAlchemy -- a thread per connection (bounded by
 ``hl7.max_connections``) calls it directly, as the DICOM edge does.
 Hostile peers are bounded too: a silent or stalled connection is closed after
-``hl7.idle_timeout`` seconds (also in the middle of a message), a message over
+``hl7.idle_timeout`` seconds (also in the middle of a message), a message that
+trickles in is cut off after ``MESSAGE_TIMEOUTS`` idle timeouts in all, a message over
 ``hl7.max_message_kb`` is read to its end block without being kept and
 answered AR (or the connection closed when not even its MSH is readable), and
 bytes outside a frame close the connection. No error reaches the peer as a
@@ -21,6 +22,7 @@ import logging
 import socket
 import socketserver
 import threading
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +31,10 @@ log = logging.getLogger(__name__)
 START, END, CR = b"\x0b", b"\x1c", b"\x0d"
 #: Bytes of an oversized message kept to read its MSH.
 HEAD = 64 * 1024
+#: A whole message must arrive within this many idle timeouts (4 x 60 s by default:
+#: 1 MiB over a 64 kbit/s link fits), so a peer sending a byte now and then cannot
+#: hold a connection and its thread for ever.
+MESSAGE_TIMEOUTS = 4
 
 
 class Handler(Protocol):
@@ -61,11 +67,22 @@ class _Connection:
         self.sock = sock
         self.config = config
         self.buffer = bytearray()
+        #: When the message being received must be complete (monotonic clock); None between messages.
+        self.deadline: float | None = None
 
     def _recv(self) -> None:
+        timeout = self.config.idle_timeout
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise _Closed(f"message not complete within {MESSAGE_TIMEOUTS * timeout:g} s")
+            timeout = min(timeout, left)
         try:
+            self.sock.settimeout(timeout)
             data = self.sock.recv(65536)
         except TimeoutError as exc:
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                raise _Closed(f"message not complete within {MESSAGE_TIMEOUTS * self.config.idle_timeout:g} s") from exc
             raise _Closed(f"idle for {self.config.idle_timeout:g} s") from exc
         except OSError as exc:
             raise _Closed(str(exc)) from exc
@@ -85,6 +102,7 @@ class _Connection:
         if self.buffer[:1] != START:
             raise FramingError(f"{len(self.buffer)} bytes outside an MLLP frame (expected 0x0B)")
         del self.buffer[:1]
+        self.deadline = time.monotonic() + MESSAGE_TIMEOUTS * self.config.idle_timeout
         limit = self.config.max_message_bytes
         searched = 0
         while True:
@@ -94,6 +112,7 @@ class _Connection:
                     return bytes(self.buffer[:HEAD]), False
                 message = bytes(self.buffer[:end])
                 del self.buffer[: end + 2]
+                self.deadline = None
                 return message, True
             if START in self.buffer[searched:]:
                 raise FramingError("a new frame started before the end of the previous one")
@@ -107,6 +126,7 @@ class _Connection:
         end = self.buffer.find(END + CR)
         if end >= 0:  # it ended within what was read already
             del self.buffer[: end + 2]
+            self.deadline = None
             return
         tail = bytes(self.buffer[-1:])
         self.buffer.clear()
@@ -117,6 +137,7 @@ class _Connection:
             if end >= 0:
                 rest = data[end + 2:]
                 self.buffer[:] = rest
+                self.deadline = None
                 return
             tail = data[-1:]
             self.buffer.clear()

@@ -230,6 +230,29 @@ def test_a_stalled_message_is_closed_after_the_idle_timeout(tmp_path: Path) -> N
             assert [r["control_id"] for r in running.logged()] == ["OK1"]
 
 
+def test_a_message_trickling_in_is_cut_off(tmp_path: Path) -> None:
+    """A byte now and then, each within the idle timeout, must not hold the connection for ever."""
+    with closing(Archive.open(f"sqlite:///{tmp_path / 'i.sqlite'}", str(tmp_path / "o"))) as arc:
+        for running in start_listener(arc, idle_timeout=0.5):
+            message = b"\x0b" + orm("T1").encode()
+            with Client(running.address) as trickler:
+                began = time.monotonic()
+                closed = False
+                for byte in message:
+                    try:
+                        trickler.sock.sendall(bytes([byte]))
+                    except OSError:
+                        closed = True
+                        break
+                    time.sleep(0.3)
+                    if time.monotonic() - began > 10:
+                        break
+                assert closed or trickler.closed_by_peer(timeout=1)
+                assert time.monotonic() - began < 10  # 4 idle timeouts = 2 s, and some slack
+            assert send(running.address, orm("OK1")).code == "AA"
+            assert [r["control_id"] for r in running.logged()] == ["OK1"]
+
+
 def test_connections_over_the_limit_are_closed(tmp_path: Path) -> None:
     with closing(Archive.open(f"sqlite:///{tmp_path / 'i.sqlite'}", str(tmp_path / "o"))) as arc:
         for running in start_listener(arc, max_connections=2):
