@@ -222,9 +222,16 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     try:
         studies = sorted(p for p in args.samples.iterdir() if p.is_dir() and p.name[0] not in "._")
         summary = import_paths(archive, studies, progress=sys.stderr.isatty())
+        if not summary.interrupted:
+            from appliance.demo_orders import place_demo_orders
+
+            new_orders = place_demo_orders(archive, _open_worklist(archive, settings))
     finally:
         archive.close()
     print("Sample studies: " + summary.lines()[0], flush=True)
+    if not summary.interrupted:
+        print(f"Sample orders for today: {new_orders} new, 3 in all (minipacs worklist list --date today)",
+              flush=True)  # fmt: skip
     if summary.interrupted:
         print("minipacs: interrupted", file=sys.stderr)
         return 130
@@ -246,6 +253,9 @@ Point a modality or workstation at AE {aet}, port {{port}}. To try it with dcmtk
   echoscu  -aec {aet} {target} {{port}}
   findscu  -aec {aet} -S -k QueryRetrieveLevel=STUDY -k PatientName="NGUYEN*" -k StudyInstanceUID -k StudyDescription {target} {{port}}
   storescu -aec {aet} {target} {{port}} image.dcm
+The modality worklist has today's sample orders (MWL C-FIND; MPPS is accepted too):
+  findscu  -aec {aet} -W -k PatientName -k AccessionNumber -k "ScheduledProcedureStepSequence[0].Modality" {target} {{port}}
+HIS orders: HL7 v2 over MLLP on port {settings["hl7.port"]}; JSON at /api/orders, FHIR at /fhir (token role his).
 Workstations that retrieve (C-MOVE) must be registered first:
   minipacs ae add WORKSTATION 192.168.1.50 104
 DICOMweb (QIDO-RS) is at http://{target}:{settings["http.port"]}/dicomweb, for users only:

@@ -8,9 +8,19 @@ if ! command -v python3 >/dev/null; then
     echo "demo: python3 (3.11 or newer) is needed: apt-get install python3 python3-venv" >&2
     exit 1
 fi
-if [ ! -x .venv/bin/minipacs ]; then
-    echo "demo: installing minipacs into .venv (first run only)" >&2
-    python3 -m venv .venv
+# Install on the first run, and again when the dependencies changed (a `git pull`);
+# tests/setup.sh keeps its own stamp, which also counts.
+stamp=.venv/.minipacs-app-installed
+installed() {
+    for s in "$stamp" .venv/.minipacs-installed; do
+        if [ -f "$s" ] && [ ! pyproject.toml -nt "$s" ] && [ ! constraints.txt -nt "$s" ]; then return 0; fi
+    done
+    return 1
+}
+if [ ! -x .venv/bin/minipacs ] || ! installed; then
+    echo "demo: installing minipacs into .venv (first run, or its dependencies changed)" >&2
+    [ -x .venv/bin/python ] || python3 -m venv .venv
     .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e .
+    touch "$stamp"
 fi
 exec .venv/bin/minipacs demo "$@"

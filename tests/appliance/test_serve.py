@@ -110,6 +110,9 @@ def test_demo_imports_the_samples_once(tmp_path: Path) -> None:
         try:
             wait_for_echo(running, port)
             assert instance_count(tmp_path / "minipacs-data") == 23
+            listed = run_cli("worklist", "list", "--date", "today", cwd=tmp_path, env=LOCAL)
+            assert listed.returncode == 0, listed.stderr
+            assert [line.split()[3] for line in listed.stdout.splitlines()[1:]] == ["CT", "DX", "US"]
         finally:
             code = running.stop(signal.SIGTERM)
         assert code == 0, running.stderr
@@ -121,6 +124,8 @@ def test_demo_imports_the_samples_once(tmp_path: Path) -> None:
     assert first.splitlines()[0] == ("Sample studies: 23 stored, 0 already stored, 0 conflicting "
                                      "resends kept aside, 0 rejected, 0 non-DICOM files skipped")  # fmt: skip
     assert second.splitlines()[0].startswith("Sample studies: 0 stored, 23 already stored, ")
+    assert first.splitlines()[1] == "Sample orders for today: 3 new, 3 in all (minipacs worklist list --date today)"
+    assert second.splitlines()[1].startswith("Sample orders for today: 0 new, 3 in all")
     assert "minipacs is running." in first
     assert f"DICOM: AE title MINIPACS, port {first_port}" in first
     # Bound to 127.0.0.1 only, so the dcmtk example must use that address, not localhost.
