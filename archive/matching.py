@@ -163,17 +163,17 @@ def _date_condition(value: str, keyword: str) -> Condition:
     if "-" in value:
         low, _, high = value.partition("-")
         for part in (low, high):
-            if part and not _is_date(part):
+            if part and not is_date(part):
                 raise InvalidQuery(f"{keyword}: {value!r} is not a date range (YYYYMMDD-YYYYMMDD)")
         if not low and not high:
             return UNIVERSAL
         return Range(low, high)
-    if not _is_date(value):
+    if not is_date(value):
         raise InvalidQuery(f"{keyword}: {value!r} is not a date (YYYYMMDD)")
     return Exact(value)
 
 
-def _is_date(value: str) -> bool:
+def is_date(value: str) -> bool:
     """YYYYMMDD naming a day that exists: 20261320 would silently match nothing."""
     if not _DATE_RE.fullmatch(value):
         return False
@@ -438,7 +438,7 @@ def where(targets: dict[int, Target], conditions: dict[int, Condition]) -> list[
 __all__ = [
     "UNIVERSAL", "AnyOf", "Condition", "Exact", "ExistsTarget", "IntegerTarget", "ItemMatch",
     "PersonNameTarget", "Range", "RangeTarget", "SequenceTarget", "Target", "TextTarget",
-    "UidTarget", "Universal", "Wildcard", "condition_for", "like_pattern", "parse_value",
+    "UidTarget", "Universal", "Wildcard", "condition_for", "is_date", "like_pattern", "parse_value",
     "where", "wildcard_clause",
 ]  # fmt: skip
 

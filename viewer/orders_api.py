@@ -31,7 +31,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from archive import ArchiveError, InvalidQuery
 from viewer.access import allow
 from viewer.config import web_config
-from viewer.worklist_http import Unavailable, audit, json_body, origin, record_request, worklist
+from viewer.worklist_http import Unavailable, audit, int_arg, json_body, origin, record_request, worklist
 from worklist.order_mapping import OrderMapping
 from worklist.service import Outcome
 from worklist.types import StepStatus
@@ -126,22 +126,13 @@ def list_orders() -> Response:
     status = request.args.get("status", "").strip().upper()
     if status and status not in {s.value for s in StepStatus}:
         raise InvalidQuery(f"status={status[:20]!r} is not one of {', '.join(s.value for s in StepStatus)}")
-    limit, offset = _number("limit", 100, 1, _MAX_LIMIT), _number("offset", 0, 0, 10**9)
+    limit, offset = int_arg("limit", 100, 1, _MAX_LIMIT), int_arg("offset", 0, 0, 10**9)
     modality = request.args.get("modality", "").strip()[:16]
     patient_id = request.args.get("patient_id", "").strip()[:64]
     audit("ORDER_LIST", "ORDER", "", "; ".join(f"{k}={v[:64]}" for k, v in request.args.items()))
     steps = worklist().steps(start_date=date, modality=modality, status=status, patient_id=patient_id,
                              placer_issuer=_issuer(), limit=limit, offset=offset)  # fmt: skip
     return jsonify({"orders": [s.as_json() for s in steps], "limit": limit, "offset": offset})
-
-
-def _number(name: str, default: int, low: int, high: int) -> int:
-    value = request.args.get(name, "").strip()
-    if not value:
-        return default
-    if not value.isdigit() or not low <= int(value) <= high:
-        raise InvalidQuery(f"{name} must be a number from {low} to {high}")
-    return int(value)
 
 
 def _checked_number(number: str) -> str:

@@ -27,7 +27,7 @@ from flask import Blueprint, Response, jsonify, request
 from archive import InvalidQuery
 from archive.patients import OtherId, PatientDemographics
 from viewer.access import allow
-from viewer.worklist_http import audit, json_body, origin, record_request, worklist
+from viewer.worklist_http import audit, int_arg, json_body, origin, record_request, worklist
 from worklist.types import OrderRequest, StepStatus
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def today() -> Response:
     status = request.args.get("status", "").strip().upper()
     if status and status not in {s.value for s in StepStatus}:
         raise InvalidQuery(f"status={status[:20]!r} is not one of {', '.join(s.value for s in StepStatus)}")
-    limit, offset = _number("limit", 200, 1, _MAX_LIMIT), _number("offset", 0, 0, 10**9)
+    limit, offset = int_arg("limit", 200, 1, _MAX_LIMIT), int_arg("offset", 0, 0, 10**9)
     modality = request.args.get("modality", "").strip()[:16]
     station = request.args.get("station", "").strip()[:16]
     audit("WORKLIST_QUERY", "ORDER", "", f"date={day} modality={modality} station={station} status={status}")
@@ -74,7 +74,7 @@ def today() -> Response:
 
 @blueprint.get("/unmatched")
 def unmatched() -> Response:
-    limit, offset = _number("limit", 100, 1, _MAX_LIMIT), _number("offset", 0, 0, 10**9)
+    limit, offset = int_arg("limit", 100, 1, _MAX_LIMIT), int_arg("offset", 0, 0, 10**9)
     audit("WORKLIST_UNMATCHED", "STUDY")
     studies = worklist().unmatched_studies(limit, offset)
     return jsonify({"studies": [_plain(s) for s in studies], "limit": limit, "offset": offset})
@@ -172,15 +172,6 @@ def _text(body: dict[str, Any], name: str, longest: int) -> str:
     if len(value) > longest or not value.isprintable():
         raise InvalidQuery(f"{name} must be printable text of at most {longest} characters")
     return value
-
-
-def _number(name: str, default: int, low: int, high: int) -> int:
-    value = request.args.get(name, "").strip()
-    if not value:
-        return default
-    if not value.isdigit() or not low <= int(value) <= high:
-        raise InvalidQuery(f"{name} must be a number from {low} to {high}")
-    return int(value)
 
 
 def _accession(value: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Response, current_app, g, request
 
-from archive import Archive, ArchiveError, Origin
+from archive import Archive, ArchiveError, InvalidQuery, Origin
 from worklist.service import Worklist
 
 #: Largest order, FHIR resource or form accepted, in bytes (413 above it): an order is a few KB.
@@ -89,3 +89,13 @@ def record_request(response: Response, via: str) -> Response:
     archive: Archive = current_app.config["ARCHIVE"]
     archive.audit.record(origin(via), action, level, uid, outcome, detail or f"{request.method} {request.path}")
     return response
+
+
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter within [low, high]; 400 names the parameter otherwise."""
+    value = request.args.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise InvalidQuery(f"{name} must be a number from {low} to {high}")
+    return int(value)

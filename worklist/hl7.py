@@ -22,6 +22,7 @@ from typing import Any, Literal
 import hl7
 
 from archive import Origin
+from archive.matching import is_date
 from archive.patients import OtherId, PatientDemographics
 from archive.text import nfc
 from worklist.types import OrderRequest, StepStatus
@@ -335,7 +336,7 @@ def _birth_date(value: str) -> str:
         return ""
     if re.fullmatch(r"\d{4}(\d{2})?", digits):
         return ""
-    if not re.match(r"\d{8}", digits) or not _is_date(digits[:8]):
+    if not re.match(r"\d{8}", digits) or not is_date(digits[:8]):
         raise Hl7Error(f"PID-7 birth date {value!r} is not a date YYYYMMDD", "102", location=("PID", 7))
     return digits[:8]
 
@@ -345,20 +346,12 @@ def _sex(value: str) -> str:
     return value if value in ("M", "F", "O") else ""
 
 
-def _is_date(value: str) -> bool:
-    try:
-        date(int(value[:4]), int(value[4:6]), int(value[6:8]))
-    except ValueError:
-        return False
-    return True
-
-
 def _datetime(value: str, where: tuple[str, int]) -> tuple[str, str]:
     """An HL7 TS/DTM -> (YYYYMMDD, HHMMSS); the time zone (+0700) is dropped: steps are local time."""
     if not value:
         return "", ""
     m = re.fullmatch(r"(\d{8})(\d{2,6})?(\.\d+)?([+-]\d{4})?", value)
-    if m is None or not _is_date(m.group(1)):
+    if m is None or not is_date(m.group(1)):
         raise Hl7Error(f"{where[0]}-{where[1]} date/time {value!r} is not YYYYMMDD[HHMM[SS]]", "102",
                        location=where)  # fmt: skip
     time = (m.group(2) or "")

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Table, and_, func, insert, or_, select, updat
 
 from archive import Archive, Origin
 from archive.audit import audit_row
+from archive.matching import is_date
 from archive.models import AuditEvent, Patient, PatientIdentifier, Study
 from archive.patients import (
     PatientDemographics,
@@ -422,7 +423,7 @@ class Worklist:
             raise InvalidOrder(f"accession number {order.accession_number!r} is longer than 16 characters (DICOM SH)")
         if order.study_instance_uid and uid_problem(order.study_instance_uid):
             raise InvalidOrder(f"study instance UID {uid_problem(order.study_instance_uid)}")
-        if order.start_date and not _valid_date(order.start_date):
+        if order.start_date and not is_date(order.start_date):
             raise InvalidOrder(f"scheduled date {order.start_date!r} is not a date YYYYMMDD")
         if order.start_time and not _TIME.match(order.start_time):
             raise InvalidOrder(f"scheduled time {order.start_time!r} is not a time HHMMSS")
@@ -492,16 +493,6 @@ class Worklist:
         }
 
 
-def _valid_date(value: str) -> bool:
-    if not _DATE.match(value):
-        return False
-    try:
-        date(int(value[:4]), int(value[4:6]), int(value[6:]))
-    except ValueError:
-        return False
-    return True
-
-
 def _full_time(value: str) -> str:
     """HH or HHMM as HHMMSS (the seconds and minutes it stands for start at 00)."""
     head, dot, fraction = value.partition(".")
@@ -513,7 +504,7 @@ def _check_patient(demo: PatientDemographics) -> None:
         raise InvalidOrder("the patient ID is missing")
     if len(demo.patient_id.strip()) > 64:
         raise InvalidOrder("the patient ID is longer than 64 characters (DICOM LO)")
-    if demo.birth_date and not _valid_date(demo.birth_date):
+    if demo.birth_date and not is_date(demo.birth_date):
         raise InvalidOrder(f"birth date {demo.birth_date!r} is not a date YYYYMMDD")
     if demo.sex.strip().upper() not in ("", "M", "F", "O"):
         raise InvalidOrder(f"sex {demo.sex!r} is not M, F or O")
