@@ -119,7 +119,7 @@ def test_bad_token_requests_are_refused(archive: Archive) -> None:
         accounts.create_token("pacs-script", ADMIN)
     with pytest.raises(InvalidArgument, match="token name 'two words' is not valid"):
         accounts.create_token("two words", ADMIN)
-    with pytest.raises(InvalidArgument, match="role 'root' is not one of: emr, admin"):
+    with pytest.raises(InvalidArgument, match="role 'root' is not one of: emr, his, admin"):
         accounts.create_token("x", ADMIN, role="root")
     with pytest.raises(NotFound, match="there is no token named ghost"):
         accounts.revoke_token("ghost", ADMIN)
