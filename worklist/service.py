@@ -68,8 +68,8 @@ _TIME = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
 _SEQ = re.compile(r"\{seq(?::0?(\d+)d?)?\}")
 
 #: Called inside the transaction of every status change: (connection, the step as it is now,
-#: the previous status). The HL7 status-update outbox hangs off this.
-StatusListener = Callable[[Connection, StepView, str], None]
+#: the previous status, who made the change). The HL7 status-update outbox hangs off this.
+StatusListener = Callable[[Connection, StepView, str, Origin], None]
 
 
 @dataclass(frozen=True)
@@ -269,7 +269,7 @@ class Worklist:
         if self.status_listeners:
             view = step_view(conn, step_pk)
             for listener in self.status_listeners:
-                listener(conn, view, current.value)
+                listener(conn, view, current.value, origin)
         return True
 
     def walk_in(self, order: OrderRequest, origin: Origin) -> PlaceResult:

@@ -19,7 +19,9 @@ ORC-2/OBR-2 carry the HIS's order number (placer) and ORC-3/OBR-3 ours
 (filler); OBR-18 the accession number, as the HIS sent it (the usual place in
 Vietnamese HIS integrations; OBR-19 the requested procedure ID). UTF-8,
 MSH-18 ``UNICODE UTF-8``. Off unless ``hl7.status_updates`` names the HIS's
-MLLP listener.
+MLLP listener. Changes that came through one of the HIS's own doors (HL7, the
+JSON order API, FHIR: a cancel, a discontinue, a status it reported) are not
+echoed back: the HIS made them and knows.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection
 
+from archive import Origin
 from worklist.outbox import enqueue
 from worklist.types import StepStatus, StepView
 
@@ -43,6 +46,9 @@ ORDER_STATUS = {
 }
 
 KIND = "ORM^O01 SC"
+
+#: Origin.via of the doors the HIS itself uses (worklist.message_log, viewer.orders_api, viewer.fhir).
+HIS_DOORS = frozenset({"HL7", "ORDERS", "FHIR"})
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -66,8 +72,10 @@ class StatusUpdates:
         parse_address(address)  # refuse a bad setting at start, not at the first status change
         return cls(sender=sender)
 
-    def on_status(self, conn: Connection, step: StepView, previous: str) -> None:
+    def on_status(self, conn: Connection, step: StepView, previous: str, origin: Origin) -> None:
         """worklist.service.StatusListener: queue the update in the change's transaction."""
+        if origin.via in HIS_DOORS:
+            return
         now = datetime.now(UTC)
         payload = order_status_message(step, self.sender, new_control_id(now), now)
         enqueue(conn, self.destination, KIND, step.accession_number, payload, now)

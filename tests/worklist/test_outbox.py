@@ -10,7 +10,7 @@ from pathlib import Path
 import hl7
 import pytest
 
-from archive import Archive, InvalidArgument, NotFound
+from archive import Archive, InvalidArgument, NotFound, Origin
 from tests.archive.helpers import make_dataset, part10, table_rows
 from tests.conftest import dcmtk, free_port, start_server
 from tests.worklist.helpers import HIS, TECH, MllpPeer, order
@@ -69,10 +69,22 @@ def test_every_status_has_its_order_status_code(archive: Archive, peer: MllpPeer
     wl.create(order("O2", accession="ACC002"), HIS)
     wl.set_status("ACC001", StepStatus.IN_PROGRESS, TECH)
     wl.set_status("ACC001", StepStatus.COMPLETED, TECH)
-    wl.cancel("HIS", "O2", HIS)
+    wl.set_status("ACC002", StepStatus.CANCELLED, TECH)
     assert sender(archive, peer.port).run_once() == 3
     codes = [str(hl7.parse(m.decode()).segment("ORC")[5]) for m in peer.received]
     assert codes == ["IP", "CM", "CA"]
+
+
+def test_changes_the_his_made_itself_are_not_echoed(archive: Archive, peer: MllpPeer) -> None:
+    wl = worklist_with_updates(archive)
+    wl.create(order(), HIS)
+    wl.create(order("O2", accession="ACC002"), HIS)
+    wl.cancel("HIS", "O1", HIS)  # HL7 CA
+    wl.discontinue("HIS", "O2", Origin("his-token", "10.0.0.2", "FHIR"))
+    assert Outbox(archive.db).entries() == []
+    wl.create(order("O3", accession="ACC003"), HIS)
+    wl.set_status("ACC003", StepStatus.IN_PROGRESS, TECH)  # the technologist: the HIS must hear it
+    assert [e.subject for e in Outbox(archive.db).entries()] == ["ACC003"]
 
 
 def test_ae_then_aa_is_retried_with_backoff(archive: Archive) -> None:
@@ -182,7 +194,7 @@ def test_the_outbox_row_is_part_of_the_status_change(archive: Archive) -> None:
     """A refused status change leaves no message behind."""
     wl = worklist_with_updates(archive)
     wl.create(order(), HIS)
-    wl.set_status("ACC001", StepStatus.CANCELLED, HIS)
+    wl.set_status("ACC001", StepStatus.CANCELLED, TECH)
     with pytest.raises(Exception, match="cannot become"):
         wl.set_status("ACC001", StepStatus.IN_PROGRESS, TECH)
     assert [e.subject for e in Outbox(archive.db).entries()] == ["ACC001"]

@@ -33,7 +33,7 @@ def matches(archive: Archive) -> list[dict[str, Any]]:
 def test_study_with_the_orders_accession_is_matched_and_the_step_starts(archive: Archive, worklist: Worklist) -> None:
     worklist.create(order(), HIS)
     seen: list[tuple[str, str]] = []
-    worklist.status_listeners.append(lambda conn, step, previous: seen.append((previous, step.status)))
+    worklist.status_listeners.append(lambda conn, step, previous, origin: seen.append((previous, step.status)))
     ingest_ds(archive, make_dataset(1))
     ingest_ds(archive, make_dataset(2))  # a second instance of the same study: nothing more happens
     [row] = matches(archive)
