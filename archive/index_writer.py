@@ -59,7 +59,7 @@ _FIND_CONFLICT = select(_C.c.pk).where(
 )
 _FIND_PATIENT = select(P.c.pk).where(P.c.patient_key == bindparam("key"))
 _FIND_STUDY = (
-    select(S.c.pk, P.c.patient_key)
+    select(S.c.pk, P.c.patient_key, S.c.received_patient_key)
     .join_from(S, P, S.c.patient_pk == P.c.pk)
     .where(S.c.study_instance_uid == bindparam("uid"))
 )
@@ -288,11 +288,12 @@ def _study(conn: Connection, record: IndexRecord, now: datetime) -> tuple[int, b
     """
     row = conn.execute(_FIND_STUDY, {"uid": record.study_instance_uid}).first()
     if row is not None:
-        return int(row.pk), False, row.patient_key == record.patient_key
+        return int(row.pk), False, record.patient_key in (row.patient_key, row.received_patient_key)
     patient_pk = _patient(conn, record.patient, now)
     rec = record.study
     pk: int = conn.execute(_INSERT_STUDY, {
         "study_instance_uid": rec.study_instance_uid,
+        "received_patient_key": record.patient_key,
         "patient_pk": patient_pk,
         "study_date": rec.study_date,
         "study_time": rec.study_time,

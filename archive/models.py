@@ -26,6 +26,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -69,6 +70,10 @@ class Study(Base):
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
     patient_pk: Mapped[int] = mapped_column(ForeignKey("patient.pk"), index=True)
+    #: The patient key the modality sent with the study's first instance. The study
+    #: may since be filed under another patient (reconciled with its order, merged);
+    #: later instances that still say this patient then belong here without a warning.
+    received_patient_key: Mapped[str] = mapped_column(server_default=text("''"))
     study_date: Mapped[str] = mapped_column(index=True)
     # HHMMSS.ffffff, so time ranges compare as strings.
     study_time: Mapped[str]

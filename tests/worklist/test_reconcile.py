@@ -76,6 +76,20 @@ def test_a_mismatching_patient_is_filed_under_the_orders_patient_and_audited(
     assert archive.read_dataset(ref).PatientID == "TYPO01"
 
 
+def test_later_images_of_a_corrected_study_store_without_a_warning(archive: Archive, worklist: Worklist) -> None:
+    """The rest of the exam still says the modality's patient: that is the study's, not a conflict."""
+    worklist.create(order(), HIS)
+    first = ingest_ds(archive, make_dataset(1, patient_id="TYPO01", patient_name="NGUYEN^VAN A"))
+    later = [ingest_ds(archive, make_dataset(n, patient_id="TYPO01", patient_name="NGUYEN^VAN A"))
+             for n in (2, 3)]  # fmt: skip
+    assert first.warnings == [] and [r.warnings for r in later] == [[], []]
+    [study] = find(archive, "STUDY", PatientID="PID001", StudyInstanceUID=None, NumberOfStudyRelatedInstances=None)
+    assert int(study.NumberOfStudyRelatedInstances) == 3
+    # An instance naming a third patient for the same study is still reported.
+    other = ingest_ds(archive, make_dataset(4, patient_id="SOMEONE", patient_name="Khác^Người"))
+    assert other.warnings and "already filed under another patient" in other.warnings[0]
+
+
 def test_a_modality_patient_with_other_studies_is_kept(archive: Archive, worklist: Worklist) -> None:
     ingest_ds(archive, make_dataset(1, study=uid(1, 9), series=uid(2, 9), patient_id="OTHER", AccessionNumber=""))
     worklist.create(order(), HIS)

@@ -1,4 +1,4 @@
-"""worklist: procedure steps, history, MPPS, study matches, HL7 log, outbox
+"""worklist: procedure steps, history, MPPS, study matches, HL7 log, outbox; the patient a study was received with
 
 Revision ID: 0003
 Revises: 0002
@@ -18,6 +18,10 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # The patient the modality sent, kept when reconciliation files the study under the order's.
+    with op.batch_alter_table('study', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('received_patient_key', sa.Text(), server_default=sa.text("''"), nullable=False))
+    op.execute("UPDATE study SET received_patient_key = (SELECT patient_key FROM patient WHERE patient.pk = study.patient_pk)")
     
     op.create_table('hl7_message',
     sa.Column('pk', sa.Integer(), nullable=False),
@@ -152,6 +156,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('study', schema=None) as batch_op:
+        batch_op.drop_column('received_patient_key')
     
     with op.batch_alter_table('study_match', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_study_match_step_pk'))
