@@ -4,6 +4,8 @@ SQLite is the embedded default: WAL so readers never wait for the writer,
 ``synchronous=FULL`` so a committed row survives a power cut (the promise
 that a success means durable), and ``case_sensitive_like`` so LIKE behaves as
 DICOM wildcard matching requires (case-sensitive) and can use indexes.
+PostgreSQL (``postgresql+psycopg://``, psycopg 3) is the scaled-out index:
+its LIKE is case-sensitive already and it takes several writers at once.
 """
 
 from __future__ import annotations
@@ -48,7 +50,18 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    # PostgreSQL (postgresql+psycopg://): several writers at once, each at
+    # READ COMMITTED; races between them end in a unique-constraint error
+    # that the ingest resolves (archive/ingest.py IngestService._index). pool_pre_ping
+    # replaces connections a database restart has cut before they are used.
+    options: dict[str, Any] = {
+        "pool_size": 5,
+        "max_overflow": 15,
+        "pool_pre_ping": True,
+        "pool_recycle": 3600,
+        "isolation_level": "READ COMMITTED",
+    }
+    return create_engine(url, **{**options, **kwargs})
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -65,7 +65,9 @@ _FIND_STUDY = (
 )
 _FIND_SERIES = select(SE.c.pk, SE.c.study_pk).where(SE.c.series_instance_uid == bindparam("uid"))
 _KNOWN_IDS = select(_IDS.c.value).where(_IDS.c.patient_pk == bindparam("pk"))
-_MODALITIES = select(S.c.modalities_in_study).where(S.c.pk == bindparam("pk"))
+# FOR UPDATE: two new series of one study written at once on PostgreSQL must
+# not each overwrite the other's modality (SQLite, one writer, ignores it).
+_MODALITIES = select(S.c.modalities_in_study).where(S.c.pk == bindparam("pk")).with_for_update()
 _INSERT_PATIENT = insert(P).returning(P.c.pk)
 _INSERT_STUDY = insert(S).returning(S.c.pk)
 _INSERT_SERIES = insert(SE).returning(SE.c.pk)

@@ -25,7 +25,7 @@ from pydicom.dataset import Dataset
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from archive import part10
-from archive.attributes import index_record, text
+from archive.attributes import IndexRecord, index_record, text
 from archive.db import Database
 from archive.errors import (
     ArchiveError,
@@ -140,22 +140,8 @@ class IngestService:
         # one wasted write, a new instance (the common case) one read less.
         stored = self._put(uids, parsed, meta, stream)
         now = datetime.now(UTC)
-        warnings: list[str] = []
-        keep = True  # does the object just written stay?
         try:
-            with self._db.write() as conn:
-                existing = find_existing(conn, uids.sop_instance)
-                if existing is None:
-                    status = StoreStatus.STORED
-                    warnings = add_instance(conn, record, stored, origin, now, self.study_hooks)
-                elif existing.sha256 == stored.sha256:
-                    status, keep = StoreStatus.ALREADY_STORED, False
-                else:
-                    status = StoreStatus.CONFLICT
-                    # The same differing copy resent must not fill the disk: keep it once.
-                    keep = not conflict_known(conn, uids.sop_instance, stored.sha256)
-                    if keep:
-                        add_conflict(conn, uids.sop_instance, stored, origin, now)
+            status, keep, warnings = self._index(uids, record, stored, origin, now)
         except BaseException as exc:
             self._discard(stored.storage_key)
             if isinstance(exc, (SQLAlchemyError, OSError)):
@@ -174,6 +160,45 @@ class IngestService:
             log.warning("%s from %s: %s", uids.sop_instance, origin, warning)
         log.debug("indexed %s in %.1f ms", uids.sop_instance, (time.perf_counter() - started) * 1000)
         return result(StoreStatus.STORED, stored.size, warnings)
+
+    def _index(self, uids: _Uids, record: IndexRecord, stored: StoredInstance, origin: Origin,
+               now: datetime) -> tuple[StoreStatus, bool, list[str]]:  # fmt: skip
+        """Index the stored object in one transaction: (status, keep the object?, warnings).
+
+        On PostgreSQL several writers run at once: two that both see no row
+        for a new patient, study, series or SOP Instance both insert it, and
+        the unique constraint refuses the later one. Its transaction is then
+        run again, now finding the winner's rows (READ COMMITTED). SQLite
+        serialises writers (Database.write), so the race cannot happen there.
+        """
+        for attempt in range(1, _RACE_RETRIES + 1):
+            try:
+                return self._index_once(uids, record, stored, origin, now)
+            except IntegrityError as exc:
+                if self._db.is_sqlite or not _lost_insert_race(exc) or attempt == _RACE_RETRIES:
+                    raise
+                log.info("%s: another writer created the same row first; indexing again (%d)",
+                         uids.sop_instance, attempt)  # fmt: skip
+        raise AssertionError("unreachable")
+
+    def _index_once(self, uids: _Uids, record: IndexRecord, stored: StoredInstance, origin: Origin,
+                    now: datetime) -> tuple[StoreStatus, bool, list[str]]:  # fmt: skip
+        warnings: list[str] = []
+        keep = True  # does the object just written stay?
+        with self._db.write() as conn:
+            existing = find_existing(conn, uids.sop_instance)
+            if existing is None:
+                status = StoreStatus.STORED
+                warnings = add_instance(conn, record, stored, origin, now, self.study_hooks)
+            elif existing.sha256 == stored.sha256:
+                status, keep = StoreStatus.ALREADY_STORED, False
+            else:
+                status = StoreStatus.CONFLICT
+                # The same differing copy resent must not fill the disk: keep it once.
+                keep = not conflict_known(conn, uids.sop_instance, stored.sha256)
+                if keep:
+                    add_conflict(conn, uids.sop_instance, stored, origin, now)
+        return status, keep, warnings
 
     def _put(self, uids: _Uids, parsed: part10.ParsedObject, meta: bytes, stream: BinaryIO) -> StoredInstance:
         key = f"{uids.study}/{uids.series}/{uids.sop_instance}.{secrets.token_hex(4)}.dcm"
@@ -227,6 +252,16 @@ def _checked_uids(header: Dataset, expected: Expected | None) -> _Uids:
                 f"the instance belongs to study {uids.study}, not {expected.study_instance_uid}"
             )
     return uids
+
+
+#: How often an ingest that lost an insert race is run again (each retry finds
+#: at least one more row, and an instance creates at most four).
+_RACE_RETRIES = 5
+
+
+def _lost_insert_race(exc: IntegrityError) -> bool:
+    """True for a unique violation (SQLSTATE 23505): another writer inserted the same key first."""
+    return getattr(exc.orig, "sqlstate", None) == "23505"
 
 
 def _index_error(exc: BaseException) -> ArchiveError:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from archive import Archive
+from tests.pg import LocalPostgres, PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_dicom"
@@ -57,10 +59,57 @@ def require_private_network() -> None:
                     "which gives it a private network namespace")  # fmt: skip
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL for the session (tests/pg.py), or MINIPACS_TEST_DATABASE_URL's."""
+    configured = os.environ.get("MINIPACS_TEST_DATABASE_URL")
+    if configured:
+        yield PostgresServer(configured)
+        return
+    local = LocalPostgres()
+    server = local.start()
+    try:
+        yield server
+    finally:
+        local.stop()
+
+
+# Modules that run on both index backends override this fixture with
+# `index_backend = both_index_backends` (a parametrized copy).
 @pytest.fixture
-def archive(tmp_path: Path) -> Iterator[Archive]:
-    """A fresh archive on SQLite and the filesystem."""
-    arc = Archive.open(f"sqlite:///{tmp_path / 'index.sqlite'}", str(tmp_path / "objects"))
+def index_backend() -> str:
+    return "sqlite"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def both_index_backends(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@contextmanager
+def index_database(request: pytest.FixtureRequest, backend: str, directory: Path) -> Iterator[str]:
+    """The URL of a fresh, empty index: a SQLite file in `directory`, or a new PostgreSQL database."""
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / 'index.sqlite'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    url = server.create_database()
+    try:
+        yield url
+    finally:
+        server.drop_database(url)
+
+
+@pytest.fixture
+def index_url(request: pytest.FixtureRequest, tmp_path: Path, index_backend: str) -> Iterator[str]:
+    with index_database(request, index_backend, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def archive(tmp_path: Path, index_url: str) -> Iterator[Archive]:
+    """A fresh archive on the filesystem, its index on SQLite (or PostgreSQL where a module asks)."""
+    arc = Archive.open(index_url, str(tmp_path / "objects"))
     yield arc
     arc.close()
 

@@ -10,6 +10,8 @@ command -v storescu >/dev/null || need_apt+=(dcmtk)
 command -v dciodvfy >/dev/null || need_apt+=(dicom3tools)
 command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v ip >/dev/null || need_apt+=(iproute2)
+# PostgreSQL for the index tests (tests/pg.py starts it in a temporary directory).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 for pkg in "$@"; do  # extra Debian packages a caller needs (e.g. orthanc for bench/)
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

@@ -8,6 +8,7 @@ from argon2 import PasswordHasher
 from archive import Archive, InvalidArgument, NotFound, Origin
 from archive.accounts import Accounts
 from tests.archive.helpers import table_rows
+from tests.conftest import both_index_backends as index_backend  # noqa: F401  (SQLite and PostgreSQL)
 
 ADMIN = Origin("cli:root", "", "CLI")
 

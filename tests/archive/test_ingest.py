@@ -54,6 +54,7 @@ from tests.archive.helpers import (
 )
 from tests.conftest import CT_FILES, DX_FILE, US_FILES
 from tests.conftest import testdata as bundled
+from tests.conftest import both_index_backends as index_backend  # noqa: F401  (SQLite and PostgreSQL)
 
 INDEX_TABLES = ("patient", "study", "series", "instance", "patient_identifier", "name_token",
                 "series_request", "duplicate_conflict")  # fmt: skip
@@ -311,8 +312,15 @@ def test_index_failure_after_the_write_removes_the_object(archive: Archive) -> N
 
 def test_index_constraint_failure_removes_the_object(archive: Archive) -> None:
     with archive.db.write() as conn:
-        conn.execute(text("CREATE TRIGGER no_more BEFORE INSERT ON instance "
-                          "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"))  # fmt: skip
+        if archive.db.is_sqlite:
+            conn.execute(text("CREATE TRIGGER no_more BEFORE INSERT ON instance "
+                              "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"))  # fmt: skip
+        else:
+            conn.execute(text("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                              "RAISE EXCEPTION 'refused by test trigger' USING ERRCODE = 'check_violation'; "
+                              "END $$"))  # fmt: skip
+            conn.execute(text("CREATE TRIGGER no_more BEFORE INSERT ON instance "
+                              "FOR EACH ROW EXECUTE FUNCTION refuse()"))  # fmt: skip
     with pytest.raises(StorageUnavailable, match="constraint"):
         ingest_ds(archive, make_dataset())
     assert stored_files(objects_root(archive)) == []

@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, inspect, text
 from archive.db import Database, alembic_config, make_engine, migrate
 from archive.models import Base
 import worklist.models  # noqa: F401  (the worklist's tables are part of the one schema)
+from tests.conftest import both_index_backends as index_backend  # noqa: F401  (SQLite and PostgreSQL)
 
 TABLES = {
     "alembic_version", "api_token", "application_entity", "audit_event", "duplicate_conflict", "instance",
@@ -21,8 +22,8 @@ TABLES = {
 }  # fmt: skip
 
 
-def test_upgrade_head_on_an_empty_database_creates_the_schema(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'index.sqlite'}")
+def test_upgrade_head_on_an_empty_database_creates_the_schema(index_url: str) -> None:
+    engine = make_engine(index_url)
     try:
         assert inspect(engine).get_table_names() == []
         migrate(engine)
@@ -35,8 +36,8 @@ def test_upgrade_head_on_an_empty_database_creates_the_schema(tmp_path: Path) ->
         engine.dispose()
 
 
-def test_models_match_the_migrations(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'index.sqlite'}")
+def test_models_match_the_migrations(index_url: str) -> None:
+    engine = make_engine(index_url)
     try:
         migrate(engine)
         with engine.connect() as conn:
@@ -63,8 +64,8 @@ def test_compare_would_notice_a_difference(tmp_path: Path) -> None:
         engine.dispose()
 
 
-def test_upgrade_is_idempotent(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'index.sqlite'}"
+def test_upgrade_is_idempotent(index_url: str) -> None:
+    url = index_url
     first = Database.open(url)
     with first.write() as conn:
         conn.execute(text(
@@ -92,5 +93,19 @@ def test_sqlite_connection_settings(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
             # case_sensitive_like cannot be read back: LIKE itself shows it.
             assert conn.exec_driver_sql("SELECT 'abc' LIKE 'ABC'").scalar_one() == 0
+    finally:
+        db.dispose()
+
+
+def test_postgresql_connection_settings(index_url: str, index_backend: str) -> None:
+    if index_backend != "postgresql":
+        return
+    db = Database.open(index_url)
+    try:
+        assert db.engine.pool.size() >= 4 and db.engine.pool._pre_ping  # type: ignore[attr-defined]
+        with db.write() as conn:
+            assert conn.exec_driver_sql("SHOW transaction_isolation").scalar_one() == "read committed"
+            # DICOM wildcards need a case-sensitive LIKE: PostgreSQL's is.
+            assert conn.exec_driver_sql("SELECT 'abc' LIKE 'ABC'").scalar_one() is False
     finally:
         db.dispose()

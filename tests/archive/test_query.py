@@ -39,6 +39,7 @@ from pydicom.uid import (
 
 from archive import Archive, InvalidQuery, Level, Query, query_from_identifier, require_unique_key
 from tests.archive.helpers import bare, find, identifier, ingest, make_dataset, other_ids, part10, uid
+from tests.conftest import index_database
 
 P1_CCCD, P1_BHYT = "080068001234", "GD4800123456789"
 S1, S2, S3, S4, S5, S6, S7 = (uid(1, n) for n in range(1, 8))
@@ -96,13 +97,14 @@ def _populate(archive: Archive) -> None:
         ingest(archive, data)
 
 
-@pytest.fixture(scope="module")
-def arc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def arc(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
     root: Path = tmp_path_factory.mktemp("query")
-    archive = Archive.open(f"sqlite:///{root / 'index.sqlite'}", str(root / "objects"))
-    _populate(archive)
-    yield archive
-    archive.close()
+    with index_database(request, request.param, root) as url:
+        archive = Archive.open(url, str(root / "objects"))
+        _populate(archive)
+        yield archive
+        archive.close()
 
 
 def studies(arc: Archive, patient_root: bool = False, **keys: Any) -> list[str]:
@@ -587,10 +589,15 @@ def test_query_object_directly(arc: Archive) -> None:
 MANY = 523
 
 
-@pytest.fixture(scope="module")
-def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def big(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
     root: Path = tmp_path_factory.mktemp("big")
-    archive = Archive.open(f"sqlite:///{root / 'index.sqlite'}", str(root / "objects"))
+    with index_database(request, request.param, root) as url:
+        yield from _big(url, root)
+
+
+def _big(url: str, root: Path) -> Iterator[Archive]:
+    archive = Archive.open(url, str(root / "objects"))
     for n in range(1, MANY + 1):
         # Three studies, so study- and image-level paging both cross page boundaries.
         study = uid(1, 1000 + n % 3)

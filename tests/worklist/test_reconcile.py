@@ -17,6 +17,7 @@ from tests.conftest import dcmtk, start_server
 from tests.worklist.helpers import HIS, TECH, order
 from worklist.errors import OrderConflict, UnknownOrder
 from worklist.service import Worklist, WorklistConfig
+from tests.conftest import both_index_backends as index_backend  # noqa: F401  (SQLite and PostgreSQL)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from tests.worklist.helpers import HIS, TECH, order
 from worklist.errors import InvalidOrder, InvalidTransition, OrderConflict, UnknownOrder
 from worklist.service import Outcome, Worklist, WorklistConfig, next_accession
 from worklist.types import StepStatus
+from tests.conftest import both_index_backends as index_backend  # noqa: F401  (SQLite and PostgreSQL)
 
 
 @pytest.fixture
