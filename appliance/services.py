@@ -24,6 +24,7 @@ class ServiceError(Exception):
 def open_archive(settings: Settings, upgrade: bool = True) -> Archive:
     """Open the archive the settings name; `upgrade` brings the index schema up to date."""
     from archive import Archive  # imported here so `minipacs --help` stays fast
+    from storage import StorageError, StorageURLError
 
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -38,7 +39,15 @@ def open_archive(settings: Settings, upgrade: bool = True) -> Archive:
             settings.storage_url,
             reserve_bytes=settings["storage.reserve_mb"] * 2**20,
             upgrade=upgrade,
+            access_key=settings["storage.access_key"],
+            secret_key=settings["storage.secret_key"],
+            create_bucket=settings["storage.create_bucket"],
         )
+    except (StorageError, StorageURLError) as exc:
+        raise ServiceError(
+            f"cannot use the object store of storage.url = {settings.storage_url!r} "
+            f"(from {settings.sources['storage.url']}): {exc}"
+        ) from exc
     except Exception as exc:
         raise ServiceError(f"cannot open the archive in {settings.data_dir}: {exc}") from exc
     try:

@@ -139,6 +139,9 @@ SPEC: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "database.url": ("", _text),
     "storage.url": ("", _text),
     "storage.reserve_mb": (1024, _count),
+    "storage.access_key": ("", _text),
+    "storage.secret_key": ("", _text),
+    "storage.create_bucket": (True, _bool),
     "dicom.ae_title": ("MINIPACS", _ae_title),
     "dicom.host": ("0.0.0.0", _text),
     "dicom.port": (11112, _port),
@@ -171,6 +174,9 @@ SPEC: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "log.level": ("INFO", _level),
 }
 
+
+#: Settings whose values are never shown in messages or logs.
+SECRETS = frozenset({"storage.secret_key"})
 
 #: The command-line flag of each key that has one (`minipacs serve --dicom-port`).
 FLAGS: dict[str, str] = {
@@ -269,7 +275,8 @@ def load(
         try:
             values[key] = parse(raw[key])
         except (TypeError, ValueError) as exc:
-            raise SettingsError(f"setting {key} = {raw[key]!r} (from {sources[key]}): {exc}") from None
+            shown = "(hidden)" if key in SECRETS else repr(raw[key])
+            raise SettingsError(f"setting {key} = {shown} (from {sources[key]}): {exc}") from None
     return Settings(values=values, sources=sources, config_file=path,
                     warnings=tuple(_unknown_env_warnings(environ)))  # fmt: skip
 

@@ -46,15 +46,29 @@ class Archive:
 
     @classmethod
     def open(
-        cls, database_url: str, storage_url: str, reserve_bytes: int = 0, upgrade: bool = True
+        cls,
+        database_url: str,
+        storage_url: str,
+        reserve_bytes: int = 0,
+        upgrade: bool = True,
+        **store_options: Any,
     ) -> Archive:
-        """Open the index (bringing its schema up to date unless `upgrade` is False) and the store."""
-        return cls(Database.open(database_url, upgrade), open_store(storage_url, reserve_bytes))
+        """Open the index (bringing its schema up to date unless `upgrade` is False) and the store.
+
+        `store_options` go to storage.open_store (the S3 key pair, create_bucket).
+        """
+        objects = open_store(storage_url, reserve_bytes, **store_options)
+        try:
+            return cls(Database.open(database_url, upgrade), objects)
+        except BaseException:
+            _close_store(objects)
+            raise
 
     def close(self) -> None:
         """Write what is still queued (audit events) and close the database."""
         self.audit.close()
         self.db.dispose()
+        _close_store(self.objects)
 
     def ingest(self, stream: BinaryIO, origin: Origin, expected: Expected | None = None) -> StoreResult:
         """Store one DICOM object; see IngestService.ingest."""
@@ -115,3 +129,10 @@ class Archive:
 
 
 __all__ = ["Archive", "Expected", "Origin", "Statistics"]
+
+
+def _close_store(objects: ObjectStore) -> None:
+    """Release the store's connections (the S3 adapter pools HTTP connections)."""
+    close = getattr(objects, "close", None)
+    if callable(close):
+        close()

