@@ -236,6 +236,8 @@ class UserAccount(Base):
     disabled: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     password_changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: Practising-certificate number (số chứng chỉ hành nghề): the claim's MA_BS_DOC_KQ for a signer.
+    practising_certificate: Mapped[str] = mapped_column(String(64), server_default=text("''"))
 
 
 class ApiToken(Base):

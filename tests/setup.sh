@@ -13,6 +13,9 @@ command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v ip >/dev/null || need_apt+=(iproute2)
 # PostgreSQL for the index tests (tests/pg.py starts it in a temporary directory).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
+# Report PDFs: pdftotext reads them back; DejaVu is the font they embed (it covers Vietnamese).
+command -v pdftotext >/dev/null || need_apt+=(poppler-utils)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
 for pkg in "$@"; do  # extra Debian packages a caller needs (e.g. orthanc for bench/)
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

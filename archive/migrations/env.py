@@ -6,6 +6,7 @@ from alembic import context
 
 from archive.models import Base
 import worklist.models  # noqa: F401  (registers the worklist tables in Base.metadata)
+import reports.models  # noqa: F401  (and the reports' tables)
 
 engine = context.config.attributes["engine"]
 

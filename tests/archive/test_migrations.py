@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, inspect, text
 from archive.db import Database, alembic_config, make_engine, migrate
 from archive.models import Base
 import worklist.models  # noqa: F401  (the worklist's tables are part of the one schema)
+import reports.models  # noqa: F401  (and the reports')
 from tests.conftest import both_index_backends as index_backend  # noqa: F401  (SQLite and PostgreSQL)
 
 TABLES = {
@@ -19,6 +20,8 @@ TABLES = {
     "name_token", "patient", "patient_identifier", "series", "series_request", "study", "user_account",
     # worklist/models.py
     "procedure_step", "step_event", "performed_step", "study_match", "hl7_message", "outbox_message",
+    # reports/models.py
+    "report", "report_version", "study_delivery", "device", "share_link", "signing_identity",
 }  # fmt: skip
 
 
