@@ -36,6 +36,11 @@ ROLES: dict[str, frozenset[str]] = {
     "orders": frozenset({"admin", "his"}),
     # The technologist's worklist pages: today's list, status, walk-in, unmatched studies.
     "worklist": frozenset({"admin", "radiologist", "technologist"}),
+    # Writing reports: drafts, signing, amendments (signing also asks for the signer's PIN).
+    "reports": frozenset({"admin", "radiologist"}),
+    # Reading results by accession number: reports (a referrer sees final ones only), studies,
+    # claim values, FHIR DiagnosticReport and ImagingStudy; the EMR's door.
+    "results": frozenset({"admin", "radiologist", "technologist", "referrer", "emr"}),
 }
 
 
@@ -69,4 +74,6 @@ _VERBS = {
     "admin": "use administration endpoints",
     "orders": "place or read orders (a his token does)",
     "worklist": "use the modality worklist",
+    "reports": "write or sign reports (a radiologist does)",
+    "results": "read reports and results",
 }

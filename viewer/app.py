@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import Flask, Response, g, jsonify, request
 
 from archive import Archive
@@ -14,21 +16,27 @@ from viewer.render_cache import RenderCache
 from viewer.session import SessionRefused, principal_from_session
 from worklist.service import Worklist
 
+if TYPE_CHECKING:
+    from reports.service import Reports
+
 #: Paths anyone may call: they show no patient data.
 ANONYMOUS = frozenset({"/healthz", "/login"})
 #: What http.anonymous_read opens to callers without credentials: reading images, nothing else.
 _ANONYMOUS_READ_PREFIXES = ("/dicomweb/", "/wado")
 
 
-def create_app(archive: Archive, config: WebConfig | None = None, worklist: Worklist | None = None) -> Flask:
+def create_app(archive: Archive, config: WebConfig | None = None, worklist: Worklist | None = None,
+               reports: Reports | None = None) -> Flask:  # fmt: skip
     """The app over `archive`; the caller owns the archive and closes it.
 
-    Without a `worklist` the order, FHIR and worklist endpoints answer 503.
+    Without a `worklist` the order, FHIR and worklist endpoints answer 503;
+    without `reports`, the report endpoints do.
     """
     app = Flask("minipacs")
     config = config or WebConfig()
     app.config["ARCHIVE"] = archive
     app.config["WORKLIST"] = worklist
+    app.config["REPORTS"] = reports
     app.config["WEB"] = config
     authenticator = Authenticator(archive.accounts)
     app.config["AUTHENTICATOR"] = authenticator
