@@ -171,6 +171,17 @@ SPEC: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "worklist.correct_demographics": (True, _bool),
     "worklist.ascii_stations": ("", _text),
     "worklist.order_mapping": ("", _text),
+    "reports.hospital_name": ("Bệnh viện", _text),
+    "reports.department": ("Khoa Chẩn đoán hình ảnh", _text),
+    "reports.hospital_address": ("", _text),
+    "reports.hospital_phone": ("", _text),
+    "reports.logo": ("", _text),
+    "reports.templates": ("", _text),
+    "reports.emr": ("", _text),
+    "reports.emr_application": ("EMR", _text),
+    "reports.emr_facility": ("", _text),
+    "reports.oru_pdf": (False, _bool),
+    "reports.dicom": ("sr,pdf", _text),
     "log.level": ("INFO", _level),
 }
 
