@@ -182,6 +182,8 @@ SPEC: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "reports.emr_facility": ("", _text),
     "reports.oru_pdf": (False, _bool),
     "reports.dicom": ("sr,pdf", _text),
+    "reports.share_link_days": (30, _at_least_one),
+    "reports.share_on_final": (True, _bool),
     "log.level": ("INFO", _level),
 }
 
