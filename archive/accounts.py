@@ -57,6 +57,8 @@ class User:
     disabled: bool
     created_at: datetime
     password_changed_at: datetime
+    #: Practising-certificate number (số chứng chỉ hành nghề); a signer's MA_BS_DOC_KQ.
+    practising_certificate: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,15 @@ class Accounts:
         name = check_username(username)
         self._update_user(name, {"disabled": disabled})
         self._audit.record(by, "USER_DISABLE" if disabled else "USER_ENABLE", "USER", name, "done")
+
+    def set_practising_certificate(self, username: str, number: str, by: Origin) -> None:
+        """The number the claim's MA_BS_DOC_KQ takes from this user's signatures ("" clears it)."""
+        name = check_username(username)
+        number = unicodedata.normalize("NFC", number.strip())
+        if len(number) > 64 or any(unicodedata.category(c).startswith("C") for c in number):
+            raise InvalidArgument("a practising-certificate number is at most 64 printable characters")
+        self._update_user(name, {"practising_certificate": number})
+        self._audit.record(by, "USER_CERTIFICATE_NUMBER", "USER", name, "done", number)
 
     def users(self) -> list[User]:
         with self._db.read() as conn:
@@ -272,7 +283,8 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 def _user(row: Any) -> User:
     return User(row["username"], row["display_name"], row["role"], bool(row["disabled"]),
-                cast(datetime, _utc(row["created_at"])), cast(datetime, _utc(row["password_changed_at"])))  # fmt: skip
+                cast(datetime, _utc(row["created_at"])), cast(datetime, _utc(row["password_changed_at"])),
+                row.get("practising_certificate") or "")  # fmt: skip
 
 
 def _token(row: Any) -> Token:
