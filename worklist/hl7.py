@@ -25,6 +25,7 @@ from archive import Origin
 from archive.matching import is_date
 from archive.patients import OtherId, PatientDemographics
 from archive.text import nfc
+from worklist.hl7_encoding import escape
 from worklist.types import OrderRequest, StepStatus
 
 #: Our MSH-3 in ACKs.
@@ -498,24 +499,21 @@ def ack(header: Header | None, code: str, text: str = "", error: str = "0",
     now = datetime.now().astimezone()
     control = f"ACK{now.strftime('%Y%m%d%H%M%S%f')}"[:20]
 
-    def esc(value: str) -> str:
-        return (value.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\")
-                .replace("&", "\\T\\").replace("~", "\\R\\").replace("\r", " ").replace("\n", " "))  # fmt: skip
-
     h = header
-    msh = ["MSH", enc, OUR_APPLICATION, esc(h.receiving_facility) if h else "", esc(h.sending_application) if h else "",
-           esc(h.sending_facility) if h else "", now.strftime("%Y%m%d%H%M%S%z"), "",
+    msh = ["MSH", enc, OUR_APPLICATION, escape(h.receiving_facility) if h else "",
+           escape(h.sending_application) if h else "", escape(h.sending_facility) if h else "",
+           now.strftime("%Y%m%d%H%M%S%z"), "",
            f"ACK^{trigger}^ACK" if trigger and version >= "2.4" else (f"ACK^{trigger}" if trigger else "ACK"),
            control, (h.processing_id if h and h.processing_id else "P"), version]  # fmt: skip
     if charset:
         msh += [""] * 5 + [charset]
-    segments = [fs.join(msh), fs.join(["MSA", code, esc(h.control_id) if h else "", esc(text[:200])])]
+    segments = [fs.join(msh), fs.join(["MSA", code, escape(h.control_id) if h else "", escape(text[:200])])]
     if code != "AA":
         seg, position = location
         loc = f"{seg}^1^{position}" if seg else ""
         err_text = ERROR_TEXT.get(error, "")
         err1 = f"{loc or '^^'}^{error}&{err_text}&HL70357" if version < "2.5" else ""
-        segments.append(fs.join(["ERR", err1, loc, f"{error}^{err_text}^HL70357", "E", "", "", "", esc(text)]))
+        segments.append(fs.join(["ERR", err1, loc, f"{error}^{err_text}^HL70357", "E", "", "", "", escape(text)]))
     body = "\r".join(segments) + "\r"
     codec = CHARSETS.get(charset) or ("ascii" if charset == "ASCII" else "utf-8")
     return body.encode(codec, "replace")

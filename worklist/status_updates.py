@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection
 
 from archive import Origin
+from worklist.hl7_encoding import components, encode, escape, msh, timestamp, xpn
 from worklist.outbox import enqueue
 from worklist.types import StepStatus, StepView
 
@@ -88,38 +89,18 @@ def new_control_id(now: datetime) -> str:
 
 def order_status_message(step: StepView, sender: str, control: str, now: datetime) -> bytes:
     """The ORM^O01 (ORC-1 SC) reporting `step`'s status, UTF-8 with segments ended by CR."""
-    stamp = now.astimezone().strftime("%Y%m%d%H%M%S%z")
+    stamp = timestamp(now)
     p = step.patient
-    placer = _components(step.placer_order_number, step.placer_issuer)
-    filler = _components(step.filler_order_number, sender)
-    procedure = _components(step.procedure_code, step.procedure_description, step.procedure_scheme)
-    segments = [
-        ["MSH", "^~\\&", _e(sender), "", _e(step.placer_issuer), "", stamp, "", "ORM^O01^ORM_O01", control,
-         "P", "2.5", "", "", "AL", "NE", "", "UNICODE UTF-8"],
-        ["PID", "1", "", _components(p.patient_id, "", "", p.issuer), "", _xpn(p.name), "", p.birth_date,
-         p.sex],
+    placer = components(step.placer_order_number, step.placer_issuer)
+    filler = components(step.filler_order_number, sender)
+    procedure = components(step.procedure_code, step.procedure_description, step.procedure_scheme)
+    return encode([
+        msh(sender, "", step.placer_issuer, "", "ORM^O01^ORM_O01", control, now),
+        ["PID", "1", "", components(p.patient_id, "", "", p.issuer), "", xpn(p.name), "", p.birth_date, p.sex],
         ["ORC", "SC", placer, filler, "", ORDER_STATUS.get(step.status, ""), "", "", "", stamp],
         ["OBR", "1", placer, filler, procedure, "", "", "", "", "", "", "", "", "", "", "", "", "",
-         _e(step.accession_number), _e(step.requested_procedure_id), "", "", "", "", _e(step.modality)],
-    ]  # fmt: skip
-    return "\r".join("|".join(fields).rstrip("|") for fields in segments).encode("utf-8") + b"\r"
-
-
-def _e(value: str) -> str:
-    """HL7 escaping of the delimiters (HL7 v2.5 2.7.4)."""
-    return (value.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\")
-            .replace("&", "\\T\\").replace("~", "\\R\\").replace("\r", " ").replace("\n", " "))  # fmt: skip
-
-
-def _components(*values: str) -> str:
-    return "^".join(_e(v) for v in values).rstrip("^")
-
-
-def _xpn(dicom_name: str) -> str:
-    """DICOM PN family^given^middle^prefix^suffix as HL7 XPN family^given^middle^suffix^prefix."""
-    parts = (dicom_name.split("=")[0].split("^") + [""] * 5)[:5]
-    family, given, middle, prefix, suffix = parts
-    return _components(family, given, middle, suffix, prefix)
+         escape(step.accession_number), escape(step.requested_procedure_id), "", "", "", "", escape(step.modality)],
+    ])  # fmt: skip
 
 
 __all__ = ["KIND", "ORDER_STATUS", "StatusUpdates", "new_control_id", "order_status_message", "parse_address"]
