@@ -8,7 +8,7 @@ from flask import Flask, Response, g, jsonify, request
 
 from archive import Archive
 from viewer import admin_api, cors, errors, qido, rendered, session, wado, wado_uri
-from viewer import fhir, orders_api, stow, worklist_api
+from viewer import fhir, orders_api, reports_api, stow, worklist_api
 from viewer.access import ANONYMOUS as ANONYMOUS_ROLE
 from viewer.auth import CHALLENGE, Authenticator, Principal, Throttled, Unauthorized
 from viewer.config import WebConfig
@@ -90,6 +90,7 @@ def create_app(archive: Archive, config: WebConfig | None = None, worklist: Work
     app.register_blueprint(orders_api.blueprint, url_prefix="/api/orders")
     app.register_blueprint(worklist_api.blueprint, url_prefix="/api/worklist")
     app.register_blueprint(fhir.blueprint, url_prefix="/fhir")
+    app.register_blueprint(reports_api.blueprint, url_prefix="/api")
     return app
 
 

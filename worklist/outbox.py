@@ -18,6 +18,11 @@ written: a row waits while an older one for the same subject is pending, so
 the HIS never sees COMPLETED before IN PROGRESS. Other orders are not held up
 by one the HIS keeps refusing.
 
+Some destinations are not MLLP peers but work done here, durably queued with
+the change that asked for it (a signed report's DICOM SR stored into its
+study): `handlers` maps such a destination to a function that does the work
+and raises DeliveryError (or anything else) to be retried the same way.
+
 One sender per database: the supervisor of `minipacs serve` runs it. Several
 nodes on one PostgreSQL would each need to claim rows (not done here).
 """
@@ -27,7 +32,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import cast
@@ -192,14 +197,20 @@ def control_id(payload: bytes) -> str:
 # --- the sender ----------------------------------------------------------------
 
 
+#: Does the work of a local destination; returns a word for the log ("stored"), raises to retry.
+Handler = Callable[[bytes], str]
+
+
 class OutboxSender:
     """A thread that delivers due outbox messages to their destinations."""
 
     def __init__(self, db: Database, destinations: Mapping[str, tuple[str, int]], *, poll_seconds: float = 1.0,
                  base_delay: float = 5.0, max_delay: float = 600.0, max_attempts: int = 200,
-                 connect_timeout: float = 5.0, read_timeout: float = 15.0, batch: int = 50) -> None:  # fmt: skip
+                 connect_timeout: float = 5.0, read_timeout: float = 15.0, batch: int = 50,
+                 handlers: Mapping[str, Handler] | None = None) -> None:  # fmt: skip
         self.db = db
         self.destinations = dict(destinations)
+        self.handlers = dict(handlers or {})
         self.poll_seconds = poll_seconds
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -238,19 +249,27 @@ class OutboxSender:
             if self._stop.is_set():
                 break
             address = self.destinations.get(destination)
-            if address is None or (destination, subject) in held:
+            handler = self.handlers.get(destination)
+            if (address is None and handler is None) or (destination, subject) in held:
                 held.add((destination, subject))
                 continue  # a destination no longer configured, or an older message failed: wait
             try:
-                code = check_ack(send_mllp(address[0], address[1], payload, self.connect_timeout,
-                                           self.read_timeout), control_id(payload))  # fmt: skip
-            except DeliveryError as exc:
-                self._failed(pk, subject, attempts + 1, str(exc))
+                if handler is not None:
+                    code, where = handler(payload), "here"
+                else:
+                    assert address is not None
+                    code = check_ack(send_mllp(address[0], address[1], payload, self.connect_timeout,
+                                               self.read_timeout), control_id(payload))  # fmt: skip
+                    where = f"{address[0]}:{address[1]}"
+            except Exception as exc:
+                if not isinstance(exc, DeliveryError):
+                    log.exception("outbox %d to %s: the work failed", pk, destination)
+                self._failed(pk, subject, attempts + 1, getattr(exc, "message", None) or str(exc) or type(exc).__name__)
                 held.add((destination, subject))
                 continue
             self._sent(pk, attempts + 1)
-            log.info("outbox %d to %s (%s:%d): %s acknowledged %s", pk, destination, address[0], address[1],
-                     subject, code)  # fmt: skip
+            log.info("outbox %d to %s (%s): %s %s", pk, destination, where, subject,
+                     code if handler is not None else f"acknowledged {code}")  # fmt: skip
             sent += 1
         return sent
 
@@ -287,5 +306,5 @@ class OutboxSender:
             log.warning("outbox %d (%s): attempt %d failed: %s; next in %.0f s", pk, subject, attempts, error, delay)
 
 
-__all__ = ["DeliveryError", "Outbox", "OutboxEntry", "OutboxSender", "check_ack", "control_id", "enqueue",
+__all__ = ["DeliveryError", "Handler", "Outbox", "OutboxEntry", "OutboxSender", "check_ack", "control_id", "enqueue",
            "send_mllp"]
