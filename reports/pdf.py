@@ -173,6 +173,7 @@ def render_pdf(
         out, pagesize=A4, leftMargin=18 * mm, rightMargin=18 * mm, topMargin=15 * mm, bottomMargin=18 * mm,
         title=f"{labels['title']} {view.accession_number}", author=hospital.name, subject=view.accession_number,
         creator="minipacs", invariant=True,
+        initialFontName=regular,  # no page refers to an unembedded Helvetica
     )  # fmt: skip
     created = printed_at or _signed_at(view)
     doc.build(story, canvasmaker=_numbered_canvas(footer, labels["page"], regular, created))
@@ -295,7 +296,7 @@ def _details(view: ReportView, labels: dict[str, str], styles: dict[str, Paragra
             row += [Paragraph(escape(label), styles["label"]),
                     Paragraph(escape(value), styles["bold"] if label == labels["name"] else styles["value"])]  # fmt: skip
         rows.append(row)
-    table = Table(rows, colWidths=[27 * mm, 55 * mm, 32 * mm, None])
+    table = Table(rows, colWidths=[30 * mm, 50 * mm, 36 * mm, None])
     table.setStyle(TableStyle([
         ("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 2),
         ("TOPPADDING", (0, 0), (-1, -1), 1), ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
@@ -322,8 +323,8 @@ def _closing(view: ReportView, labels: dict[str, str], styles: dict[str, Paragra
         qr = [_qr_image(share_url), Paragraph(escape(labels["qr"]), styles["caption"])]
     if not qr and not signer:
         return []
-    table = Table([[qr, signer]], colWidths=[QR_SIZE + 14 * mm, None])
-    table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (1, 0), (1, 0), 30 * mm)]))
+    table = Table([[qr, signer]], colWidths=[QR_SIZE + 24 * mm, None])
+    table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (1, 0), (1, 0), 20 * mm)]))
     return [table]
 
 
