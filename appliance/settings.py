@@ -126,6 +126,22 @@ def _origins(value: Any) -> str:
     return text
 
 
+def _facility_code(value: Any) -> str:
+    """Mã cơ sở khám chữa bệnh: 5 digits, or "" when not set."""
+    text = _text(value)
+    if text and not (len(text) == 5 and text.isdigit() and text.isascii()):
+        raise ValueError("must be the 5-digit facility code (mã cơ sở KCB), e.g. \"12345\", or \"\"")
+    return text
+
+
+def _funding_digit(value: Any) -> str:
+    """The funding source digit of device codes (nguồn kinh phí)."""
+    text = _text(value)
+    if not (len(text) == 1 and text.isdigit() and text.isascii()):
+        raise ValueError("must be one digit (nguồn kinh phí, e.g. \"1\")")
+    return text
+
+
 def _level(value: Any) -> str:
     text = str(value).strip().upper()
     if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -182,6 +198,8 @@ SPEC: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "reports.emr_facility": ("", _text),
     "reports.oru_pdf": (False, _bool),
     "reports.dicom": ("sr,pdf", _text),
+    "reports.facility_code": ("", _facility_code),
+    "reports.device_funding": ("1", _funding_digit),
     "reports.share_link_days": (30, _at_least_one),
     "reports.share_on_final": (True, _bool),
     "log.level": ("INFO", _level),
