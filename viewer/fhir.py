@@ -1,4 +1,5 @@
-"""FHIR R4 for HIS products that speak REST: ``/fhir/ServiceRequest`` and ``/fhir/Patient``.
+"""FHIR R4 for HIS products that speak REST: ``/fhir/ServiceRequest`` and ``/fhir/Patient``;
+for the EMR: ``/fhir/DiagnosticReport`` and ``/fhir/ImagingStudy``.
 
 Resources are validated with the ``fhir.resources`` package (8.x). Its
 top-level models are FHIR R5; its ``R4B`` models are the closest it ships to
@@ -13,13 +14,19 @@ in both), so those are what we validate against and answer in.
   &patient=Patient/<id>&patient.identifier=system|value&status=active|revoked|completed&_count=``.
 - ``GET /fhir/Patient/<id>``; ``GET /fhir/Patient?identifier=system|value&name=&birthdate=YYYY-MM-DD&_count=``
   (name: each word a prefix of a name word, case and diacritics ignored).
+- ``GET /fhir/DiagnosticReport/<id>``; ``GET /fhir/DiagnosticReport?identifier=[system|]accession
+  &patient=Patient/<id>&date=[eq|ge|le|gt|lt]YYYY-MM-DD`` (date repeatable for a range; the study date).
+- ``GET /fhir/ImagingStudy/<Study Instance UID>``; ``GET /fhir/ImagingStudy?identifier=[system|]accession``
+  (or ``urn:dicom:uid|urn:oid:<Study Instance UID>``) ``&patient=Patient/<id>&started=[prefix]YYYY-MM-DD``.
 - ``GET /fhir/metadata``: the CapabilityStatement (fhirVersion 4.3.0, R4B).
 
-How fields map is in viewer/fhir_mapping.py. Answers are application/fhir+json;
+How fields map is in viewer/fhir_mapping.py and viewer/fhir_reports.py. Answers are application/fhir+json;
 searches are a Bundle of type searchset; every error is an OperationOutcome
 (400 invalid, 401/403, 404 not found, 409 conflict, 413, 415 wrong content
-type, 422 business rule), never a stack trace. Who may call: the "orders"
-family (admin and his tokens).
+type, 422 business rule), never a stack trace. Who may call: ServiceRequest
+and Patient, the "orders" family (admin and his tokens); DiagnosticReport and
+ImagingStudy, the "results" family (staff, referrers and emr tokens), where
+referrers and the EMR see signed (final, amended) reports only.
 """
 
 from __future__ import annotations
@@ -27,21 +34,25 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from flask import Blueprint, Response, current_app, g, request
 from pydantic import ValidationError
+from pydicom.dataset import Dataset
 from werkzeug.exceptions import HTTPException
 
-from archive import Archive, ArchiveError, InvalidQuery, NotFound
-from viewer.access import allow
+from archive import Archive, ArchiveError, InvalidQuery, Level, NotFound, query_from_identifier
+from archive.uids import uid_problem
+from reports.types import ReportView
+from viewer.access import ROLES, check
 from viewer.auth import CHALLENGE, Throttled, Unauthorized
 from viewer.fhir_mapping import (
     ACCESSION_SYSTEM,
     BHYT_SYSTEM,
     CCCD_SYSTEM,
+    DICOM_UID_SYSTEM,
     ISSUER_PREFIX,
     PATIENT_ID_SYSTEM,
     REQUEST_STATUSES,
@@ -53,17 +64,44 @@ from viewer.fhir_mapping import (
     patient_resource,
     service_request,
 )
+from viewer.fhir_reports import date_range, diagnostic_report, imaging_study, token
 from viewer.session import SessionRefused
-from viewer.worklist_http import audit, json_body, origin, record_request, worklist
+from viewer.urls import base_url
+from viewer.worklist_http import Unavailable, audit, json_body, origin, record_request, worklist
 from worklist.errors import InvalidTransition, UnknownOrder
 from worklist.patient_search import FoundPatient, patient_by_pk, patient_pk, search_patients
 from worklist.service import Outcome
 from worklist.types import PatientDemographics, StepView
 
+if TYPE_CHECKING:
+    from reports.service import Reports
+
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("fhir", __name__)
-blueprint.before_request(allow("orders"))
+#: The access family (viewer/access.py) of each resource type: orders for the HIS, results for the EMR.
+_FAMILY = {"ServiceRequest": "orders", "Patient": "orders", "DiagnosticReport": "results", "ImagingStudy": "results"}
+#: Roles that see signed reports only (FHIR has no drafts for them: an unsigned report is not a result).
+_FINAL_ONLY_ROLES = frozenset({"referrer", "emr"})
+
+
+@blueprint.before_request
+def _allowed() -> None:
+    """Check the caller's role against the family of the resource type in the path.
+
+    /fhir/metadata and unknown paths are open to both families, so an EMR's
+    client can ask what is supported and get a 404 rather than a 403.
+    """
+    kind, _, rest = request.path.removeprefix("/fhir").strip("/").partition("/")
+    family = _FAMILY.get(kind)
+    if family is None:
+        family = "results" if g.principal.role in ROLES["results"] else "orders"
+    elif family == "results":  # what a refused request was after, for its audit line
+        level = "REPORT" if kind == "DiagnosticReport" else "STUDY"
+        audit(f"{level}_{'READ' if rest else 'SEARCH'}", level, rest[:64], f"{request.method} {request.path[:200]}")
+    check(family)
+
+
 blueprint.after_request(lambda response: record_request(response, "FHIR"))
 
 FHIR_JSON = "application/fhir+json"
@@ -75,7 +113,7 @@ _ID = re.compile(r"^[^\x00-\x1f/]{1,64}$")
 _ISSUE = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
           409: "conflict", 413: "too-costly", 415: "not-supported", 422: "business-rule",
           429: "throttled", 503: "transient"}  # fmt: skip
-_RESOURCES = ("ServiceRequest", "Patient")
+_RESOURCES = ("ServiceRequest", "Patient", "DiagnosticReport", "ImagingStudy")
 Model = TypeVar("Model", ServiceRequest, Patient)
 #: A search's patient that matches nobody (an unknown reference): the answer is an empty Bundle.
 _UNKNOWN = PatientDemographics(patient_id="\x00unknown")
@@ -297,6 +335,163 @@ def _patients_by_identifier(value: str, limit: int, name: str = "", birth_date: 
                            limit=limit)  # fmt: skip
 
 
+# --- DiagnosticReport and ImagingStudy: results for the EMR ------------------------------
+
+
+@blueprint.get("/DiagnosticReport/<id_>")
+def read_report(id_: str) -> Response:
+    audit("REPORT_READ", "REPORT", id_[:64], f"DiagnosticReport/{id_[:64]}")
+    try:
+        if not id_.isdigit() or len(id_) > 12:
+            raise NotFound(id_)
+        view = _reports().get_by_id(int(id_), final_only=g.principal.role in _FINAL_ONLY_ROLES)
+    except NotFound:
+        raise NotFound(f"no DiagnosticReport {id_[:64]}") from None
+    audit("REPORT_READ", "REPORT", view.accession_number, f"DiagnosticReport/{id_} {_seen([view])}")
+    return fhir_response(_diagnostic_report(view))
+
+
+@blueprint.get("/DiagnosticReport")
+def search_reports() -> Response:
+    params = _params(("identifier", "patient", "date", "_count"))
+    count = _count(params)
+    low, high = date_range([v.strip() for v in request.args.getlist("date") if v.strip()], "date")
+    system, accession = token(params["identifier"], "identifier") if "identifier" in params else ("", "")
+    audit("REPORT_SEARCH", "REPORT", accession, _asked())
+    patient = _patient_filter(params)
+    if patient is _UNKNOWN or system not in ("", ACCESSION_SYSTEM) or (low and high and low > high):
+        return _bundle([])
+    views = _reports().find(accession=accession, patient_id=patient.patient_id if patient else "",
+                            date_from=low, date_to=high, final_only=g.principal.role in _FINAL_ONLY_ROLES,
+                            limit=_MAX_COUNT)  # fmt: skip
+    if patient:
+        views = [v for v in views if v.patient.issuer == patient.issuer]
+    shown = views[:count]
+    audit("REPORT_SEARCH", "REPORT", shown[0].accession_number if len(shown) == 1 else accession,
+          f"{_asked()} -> {len(views)} matches {_seen(shown)}")  # fmt: skip
+    return _bundle([_diagnostic_report(v) for v in shown], total=len(views))
+
+
+@blueprint.get("/ImagingStudy/<id_>")
+def read_study(id_: str) -> Response:
+    audit("STUDY_READ", "STUDY", id_[:64], f"ImagingStudy/{id_[:64]}")
+    found = [] if uid_problem(id_) else _study_matches({"StudyInstanceUID": id_})
+    if not found:
+        raise NotFound(f"no ImagingStudy {id_[:64]}")
+    audit("STUDY_READ", "STUDY", id_, f"ImagingStudy/{id_} PatientID={_text(found[0], '00100020')}")
+    return fhir_response(_imaging_study(found[0]))
+
+
+@blueprint.get("/ImagingStudy")
+def search_studies() -> Response:
+    params = _params(("identifier", "patient", "started", "_count"))
+    count = _count(params)
+    low, high = date_range([v.strip() for v in request.args.getlist("started") if v.strip()], "started")
+    keys: dict[str, str] = {"StudyDate": f"{low}-{high}"} if low or high else {}
+    system, value = token(params["identifier"], "identifier") if "identifier" in params else ("", "")
+    if system == DICOM_UID_SYSTEM or (not system and value.startswith("urn:oid:")):
+        uid = value.removeprefix("urn:oid:")
+        if uid_problem(uid):
+            raise InvalidQuery(f"identifier {value[:80]!r}: a Study Instance UID is urn:oid:<UID>, {uid_problem(uid)}")
+        keys["StudyInstanceUID"] = uid
+    elif value and system in ("", ACCESSION_SYSTEM):
+        keys["AccessionNumber"] = value
+    audit("STUDY_SEARCH", "STUDY", keys.get("StudyInstanceUID", ""), _asked())
+    patient = _patient_filter(params)
+    if patient is _UNKNOWN or (value and not keys.keys() & {"StudyInstanceUID", "AccessionNumber"}) or (
+            low and high and low > high):  # fmt: skip
+        return _bundle([])
+    if patient:
+        keys["PatientID"] = patient.patient_id
+    found = _study_matches(keys)
+    if patient:
+        found = [s for s in found if _text(s, "00100021") == patient.issuer]
+    shown = found[:count]
+    audit("STUDY_SEARCH", "STUDY", _text(shown[0], "0020000D") if len(shown) == 1 else keys.get("StudyInstanceUID", ""),
+          f"{_asked()} -> {len(found)} matches " + " ".join(
+              f"{_text(s, '0020000D')} PatientID={_text(s, '00100020')}" for s in shown))  # fmt: skip
+    return _bundle([_imaging_study(s) for s in shown], total=len(found))
+
+
+#: What an ImagingStudy needs at each level (the index's DICOM JSON answers with these).
+_STUDY_KEYS = ("StudyInstanceUID", "AccessionNumber", "StudyDate", "StudyTime", "StudyDescription",
+               "ModalitiesInStudy", "ReferringPhysicianName", "PatientName", "PatientID", "IssuerOfPatientID",
+               "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances")  # fmt: skip
+_SERIES_KEYS = ("SeriesInstanceUID", "SeriesNumber", "Modality", "SeriesDescription", "SeriesDate", "SeriesTime",
+                "NumberOfSeriesRelatedInstances")  # fmt: skip
+_INSTANCE_KEYS = ("SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "InstanceNumber")
+
+
+def _study_matches(keys: dict[str, str]) -> list[dict[str, Any]]:
+    """Study-level matches (at most _MAX_COUNT, oldest first) through the archive's one matching engine."""
+    return _find(Level.STUDY, _STUDY_KEYS, keys, _MAX_COUNT)
+
+
+def _imaging_study(study: dict[str, Any]) -> dict[str, Any]:
+    uid = _text(study, "0020000D")
+    series = _find(Level.SERIES, _SERIES_KEYS, {"StudyInstanceUID": uid})
+    instances = _find(Level.IMAGE, _INSTANCE_KEYS, {"StudyInstanceUID": uid})
+    accession = _text(study, "00080050")
+    pk = patient_pk(_archive().db, _text(study, "00100020"), _text(study, "00100021"))
+    return imaging_study(study, series, instances, _root(), patient_pk=pk, ordered=_has_order(accession))
+
+
+def _find(level: Level, wanted: tuple[str, ...], keys: dict[str, str],
+          limit: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = level.name
+    for keyword in wanted:
+        setattr(identifier, keyword, None)
+    for keyword, value in keys.items():
+        setattr(identifier, keyword, value)
+    query = query_from_identifier(identifier, patient_root=False)
+    query.limit = limit
+    return list(_archive().find_json(query))
+
+
+def _has_order(accession: str) -> bool:
+    """Whether /fhir/ServiceRequest/<accession> exists, so basedOn never points at nothing."""
+    service = current_app.config.get("WORKLIST")
+    if not accession or service is None:
+        return False
+    try:
+        service.get(accession)
+    except UnknownOrder:
+        return False
+    return True
+
+
+def _diagnostic_report(view: ReportView) -> dict[str, Any]:
+    pk = patient_pk(_archive().db, view.patient.patient_id, view.patient.issuer)
+    return diagnostic_report(view, _root(), patient_pk=pk)
+
+
+def _reports() -> Reports:
+    service: Reports | None = current_app.config.get("REPORTS")
+    if service is None:
+        raise Unavailable("reports are not running in this server")
+    return service
+
+
+def _text(attrs: dict[str, Any], tag: str) -> str:
+    found = attrs.get(tag, {}).get("Value", [""])
+    return str(found[0]) if found else ""
+
+
+def _seen(views: list[ReportView]) -> str:
+    """What an audit line says a report answer showed: the audit's patient search finds PatientID=."""
+    return " ".join(f"{v.accession_number} {v.study_instance_uid} PatientID={v.patient.patient_id}" for v in views)
+
+
+def _asked() -> str:
+    return "; ".join(f"{k}={v[:64]}" for k, v in request.args.items(multi=True))[:1000]
+
+
+def _root() -> str:
+    """The server's root URL as the client reached it (links to the PDF and to DICOMweb)."""
+    return base_url().removesuffix("/dicomweb")
+
+
 # --- what this server can do ---------------------------------------------------------
 
 
@@ -307,14 +502,17 @@ def capabilities() -> Response:
         "ServiceRequest": [("identifier", "token"), ("patient", "reference"), ("patient.identifier", "token"),
                            ("status", "token")],
         "Patient": [("identifier", "token"), ("name", "string"), ("birthdate", "date")],
+        "DiagnosticReport": [("identifier", "token"), ("patient", "reference"), ("date", "date")],
+        "ImagingStudy": [("identifier", "token"), ("patient", "reference"), ("started", "date")],
     }  # fmt: skip
     interactions = {"ServiceRequest": ("create", "read", "update", "search-type"),
-                    "Patient": ("read", "search-type")}  # fmt: skip
+                    "Patient": ("read", "search-type"), "DiagnosticReport": ("read", "search-type"),
+                    "ImagingStudy": ("read", "search-type")}  # fmt: skip
     return fhir_response({
         "resourceType": "CapabilityStatement", "status": "active", "date": "2026-12-05", "kind": "instance",
         "fhirVersion": "4.3.0", "format": ["application/fhir+json"],
         "software": {"name": "minipacs"},
-        "implementation": {"description": "minipacs modality worklist: orders in, their status out",
+        "implementation": {"description": "minipacs: orders in and their status out; reports and studies out",
                            "url": request.url_root.rstrip("/") + "/fhir"},
         "rest": [{"mode": "server", "resource": [
             {"type": kind, "interaction": [{"code": code} for code in interactions[kind]],
@@ -335,7 +533,7 @@ def unsupported(rest: str) -> Response:
         return outcome(405, f"{request.method} /fhir/{rest[:80]} is not supported: {kind} supports "
                        + ("create (POST), read, update (PUT) and search" if kind == "ServiceRequest"
                           else "read and search"))  # fmt: skip
-    return outcome(404, f"no FHIR endpoint /fhir/{rest[:80]}: this server has ServiceRequest and Patient")
+    return outcome(404, f"no FHIR endpoint /fhir/{rest[:80]}: this server has {', '.join(_RESOURCES)}")
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -398,9 +596,10 @@ def _service_request(step: StepView) -> dict[str, Any]:
     return service_request(step, patient_pk(_archive().db, step.patient.patient_id, step.patient.issuer))
 
 
-def _bundle(resources: list[dict[str, Any]]) -> Response:
+def _bundle(resources: list[dict[str, Any]], total: int | None = None) -> Response:
+    """A searchset; `total` counts every match when _count left some out."""
     return fhir_response({
-        "resourceType": "Bundle", "type": "searchset", "total": len(resources),
+        "resourceType": "Bundle", "type": "searchset", "total": len(resources) if total is None else total,
         "link": [{"relation": "self", "url": request.url}],
         "entry": [{"fullUrl": _url(f"{r['resourceType']}/{r['id']}"), "resource": r, "search": {"mode": "match"}}
                   for r in resources],
