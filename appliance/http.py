@@ -186,6 +186,8 @@ def web_config(settings: Settings) -> Any:
         cache_dir=settings.data_dir / "cache" / "rendered" if settings["http.cache_mb"] else None,
         cache_bytes=settings["http.cache_mb"] << 20,
         order_mapping=Path(settings["worklist.order_mapping"]) if settings["worklist.order_mapping"] else None,
+        share_link_days=settings["reports.share_link_days"],
+        share_on_final=settings["reports.share_on_final"],
     )
 
 

@@ -41,6 +41,8 @@ ROLES: dict[str, frozenset[str]] = {
     # Reading results by accession number: reports (a referrer sees final ones only), studies,
     # claim values, FHIR DiagnosticReport and ImagingStudy; the EMR's door.
     "results": frozenset({"admin", "radiologist", "technologist", "referrer", "emr"}),
+    # Patient share links (film-free results, the QR code): make, list, revoke.
+    "share": frozenset({"admin", "radiologist", "technologist"}),
 }
 
 
@@ -76,4 +78,5 @@ _VERBS = {
     "worklist": "use the modality worklist",
     "reports": "write or sign reports (a radiologist does)",
     "results": "read reports and results",
+    "share": "make or revoke patient share links",
 }

@@ -9,6 +9,7 @@ from flask import Flask, Response, g, jsonify, request
 from archive import Archive
 from viewer import admin_api, cors, errors, qido, rendered, session, wado, wado_uri
 from viewer import fhir, orders_api, reports_api, stow, worklist_api
+from viewer import iid, pages, share
 from viewer.access import ANONYMOUS as ANONYMOUS_ROLE
 from viewer.auth import CHALLENGE, Authenticator, Principal, Throttled, Unauthorized
 from viewer.config import WebConfig
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 
 #: Paths anyone may call: they show no patient data.
 ANONYMOUS = frozenset({"/healthz", "/login"})
+#: Pages that find out who is asking themselves: a patient's share link (the link is the key),
+#: IID and its login page (a browser without a session is sent to log in, not answered 401).
+_OWN_VISITOR_PREFIXES = (share.PREFIX, pages.ASSETS_PREFIX, *iid.PREFIXES)
 #: What http.anonymous_read opens to callers without credentials: reading images, nothing else.
 _ANONYMOUS_READ_PREFIXES = ("/dicomweb/", "/wado")
 
@@ -63,7 +67,7 @@ def create_app(archive: Archive, config: WebConfig | None = None, worklist: Work
         preflight = cors.preflight(config.cors_origins)
         if preflight is not None:
             return preflight
-        if request.path in ANONYMOUS:
+        if request.path in ANONYMOUS or request.path.startswith(_OWN_VISITOR_PREFIXES):
             return None
         g.principal = _principal(archive, authenticator, config)
         return None
@@ -91,6 +95,12 @@ def create_app(archive: Archive, config: WebConfig | None = None, worklist: Work
     app.register_blueprint(worklist_api.blueprint, url_prefix="/api/worklist")
     app.register_blueprint(fhir.blueprint, url_prefix="/fhir")
     app.register_blueprint(reports_api.blueprint, url_prefix="/api")
+    share.configure(app, config, reports)
+    app.register_blueprint(pages.blueprint)
+    app.register_blueprint(share.blueprint, url_prefix="/s")
+    app.register_blueprint(share.api, url_prefix="/api/share-links")
+    app.register_blueprint(iid.blueprint)
+    app.register_blueprint(iid.api, url_prefix="/api/iid-tokens")
     return app
 
 

@@ -33,6 +33,10 @@ class WebConfig:
     cache_bytes: int = 512 << 20
     #: The JSON order API's field-mapping file (worklist.order_mapping); None: the bundled default.
     order_mapping: Path | None = None
+    #: Days a patient's share link lasts unless its maker says otherwise (reports.share_link_days).
+    share_link_days: int = 30
+    #: Make (or reuse) a share link for the QR code when a report is signed (reports.share_on_final).
+    share_on_final: bool = True
 
 
 def web_config() -> WebConfig:

@@ -1,0 +1,336 @@
+"""IHE Invoke Image Display (IID, IHE RAD TF-2 4.106 "Invoke Image Display" [RAD-106]): the EMR's "view images" link.
+
+``GET /iid?requestType=STUDY&accessionNumber=A1[,A2]`` (or ``studyUID=``)
+and ``GET /iid?requestType=PATIENT&patientID=ID^^^&OID&ISO`` (HL7 CX, the
+assigning authority optional) answer a page a browser follows: one study
+redirects (303) to its page ``/studies/<uid>``, several or a patient's list
+them, nothing matching is a 404 page that says so, and bad parameters a 400
+page. The Image Display actor ignores IID's display hints it does not
+implement (viewerType, diagnosticQuality, keyImagesOnly), as RAD-106 allows.
+
+Who may look: a logged-in person whose role reads results (a browser session,
+or HTTP Basic); a browser without a session is sent to ``/login-page`` and
+back. An EMR that cannot share its users' logins asks ``POST /api/iid-tokens``
+(emr or admin role) for a URL with a signed token valid five minutes for one
+study only; following it sets a signed cookie scoped to that study's page
+(``Path=/studies/<uid>``) for half an hour, so the page and its thumbnails
+load in that browser and nothing else does.
+
+``/studies/<uid>`` is, for now, a simple server-rendered page: the patient,
+the series as thumbnails, the signed report. The full viewer (issue 6)
+replaces the template; the URL stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, current_app, g, jsonify, redirect, request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from werkzeug.wrappers import Response as BaseResponse
+
+from archive import Archive, NotFound, Origin
+from archive.errors import ArchiveError, InvalidArgument
+from archive.uids import uid_problem
+from reports.share import derive_key
+from reports.study_pages import StudyItem, find_studies, instance_ref, study_summary
+from reports.types import SECTION_TITLES, SECTIONS
+from viewer import render
+from viewer.access import ROLES, Forbidden, allow
+from viewer.auth import Authenticator, Principal, Throttled, Unauthorized
+from viewer.errors import json_error
+from viewer.pages import page, secure
+from viewer.rendered import image_response
+from viewer.session import SessionRefused, principal_from_session
+from viewer.session import login as session_login
+from viewer.share import final_report
+from viewer.urls import path_uid
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("iid", __name__, template_folder="templates")
+api = Blueprint("iid_api", __name__)
+api.before_request(allow("results"))
+
+#: Paths of these pages: they find out who is asking themselves (viewer/app.py lets them through).
+PREFIXES = ("/iid", "/login-page", "/studies/")
+TOKEN_SECONDS = 300
+VIEW_COOKIE = "minipacs_iid"
+VIEW_SECONDS = 1800
+LOGIN_CSRF_COOKIE = "minipacs_login_csrf"
+#: Roles that may mint IID tokens: the EMR's own, and an administrator testing it.
+TOKEN_ROLES = frozenset({"emr", "admin"})
+_MAX_VALUES = 20
+_ACCESSION = re.compile(r"^[^\\\x00-\x1f]{1,16}$")
+
+
+class BadRequest(ArchiveError):
+    http_status = 400
+
+
+def _archive() -> Archive:
+    archive: Archive = current_app.config["ARCHIVE"]
+    return archive
+
+
+def _serializer(purpose: str) -> URLSafeTimedSerializer:
+    secret = current_app.secret_key
+    assert isinstance(secret, bytes)
+    return URLSafeTimedSerializer(derive_key(secret), salt=f"minipacs iid {purpose}")
+
+
+def _visitor() -> Principal | None:
+    """The logged-in person (session cookie, or Basic/Bearer credentials), or None."""
+    if request.headers.get("Authorization"):
+        authenticator: Authenticator = current_app.config["AUTHENTICATOR"]
+        return authenticator.principal(request)  # wrong credentials: the JSON 401 a client expects
+    try:
+        return principal_from_session(_archive())
+    except SessionRefused:
+        return None
+
+
+def _to_login() -> BaseResponse:
+    return secure(redirect("/login-page?" + urlencode({"next": request.full_path.rstrip("?")}), 303))
+
+
+def _audit(principal: Principal, action: str, level: str, uid: str, outcome: str, detail: str = "") -> None:
+    _archive().audit.record(Origin(principal.name, request.remote_addr or "", "IID"), action, level, uid, outcome,
+                            detail)  # fmt: skip
+
+
+@blueprint.errorhandler(ArchiveError)
+def refused(exc: ArchiveError) -> BaseResponse:
+    if request.endpoint == "iid.thumbnail":
+        return secure(json_error(exc.http_status, exc.message))
+    titles = {400: ("Yêu cầu không hợp lệ", "Bad request"), 403: ("Không được phép", "Not allowed"),
+              404: ("Không tìm thấy", "Not found")}  # fmt: skip
+    title_vi, title_en = titles.get(exc.http_status, ("Lỗi", "Error"))
+    return page("message.html", exc.http_status, title_vi=title_vi, title_en=title_en, message=exc.message)
+
+
+# --- /iid ------------------------------------------------------------------------------------
+
+
+def _values(name: str) -> list[str]:
+    values = [v.strip() for v in ",".join(request.args.getlist(name)).split(",") if v.strip()]
+    if len(values) > _MAX_VALUES:
+        raise BadRequest(f"{name}: at most {_MAX_VALUES} values")
+    return values
+
+
+def _patient(cx: str) -> tuple[str, str | None]:
+    """Patient ID and issuer from HL7 CX ``ID^^^NAMESPACE&OID&ISO`` (None: any issuer)."""
+    parts = cx.split("^")
+    patient_id = parts[0].strip()
+    if not patient_id or len(patient_id) > 64 or not patient_id.isprintable():
+        raise BadRequest("patientID: give the patient's ID, e.g. BN0012345 or BN0012345^^^BVHUYEN")
+    authority = parts[3] if len(parts) > 3 else ""
+    namespace, _, rest = authority.partition("&")
+    oid = rest.partition("&")[0]
+    issuer = namespace.strip() or oid.strip()
+    return patient_id, (issuer or None)
+
+
+def _matches() -> tuple[str, list[StudyItem], str]:
+    """(request type, matching studies, what was asked) for the IID request, or BadRequest."""
+    request_type = request.args.get("requestType", "")
+    if request_type == "STUDY":
+        uids, accessions = _values("studyUID"), _values("accessionNumber")
+        if not uids and not accessions:
+            raise BadRequest("requestType=STUDY needs studyUID or accessionNumber / cần studyUID hoặc accessionNumber")
+        for uid in uids:
+            if uid_problem(uid):
+                raise BadRequest(f"studyUID {uid[:64]!r} is not a UID")
+        for accession in accessions:
+            if not _ACCESSION.match(accession):
+                raise BadRequest(f"accessionNumber {accession[:20]!r}: at most 16 characters")
+        found = find_studies(_archive().db, study_uids=uids, accession_numbers=accessions)
+        return "STUDY", found, ", ".join(accessions or uids)
+    if request_type == "PATIENT":
+        patient_id, issuer = _patient(request.args.get("patientID", ""))
+        return "PATIENT", find_studies(_archive().db, patient_id=patient_id, issuer=issuer), patient_id
+    raise BadRequest("requestType must be STUDY or PATIENT (IHE IID) / requestType phải là STUDY hoặc PATIENT")
+
+
+@blueprint.get("/iid")
+def invoke() -> BaseResponse:
+    """RAD-106 Invoke Image Display."""
+    token = request.args.get("token")
+    if token is not None:
+        return _with_token(token)
+    request_type, studies, asked = _matches()  # bad parameters are a 400 whoever asks
+    visitor = _visitor()
+    if visitor is None:
+        return _to_login()
+    g.principal = visitor
+    if visitor.role not in ROLES["results"]:
+        raise Forbidden(f"the {visitor.role} role may not view studies / vai trò này không được xem ca chụp")
+    if not studies:
+        _audit(visitor, "IID_OPEN", request_type, asked[:64], "not found")
+        raise NotFound(f"Không tìm thấy ca chụp nào cho {asked}. / No study matches {asked}.")
+    for study in studies:
+        _audit(visitor, "IID_OPEN", "STUDY", study.study_instance_uid, "ok", f"{request_type} {asked[:100]}")
+    log.info("IID %s %s by %s: %d studies", request_type, asked[:64], visitor.name, len(studies))
+    if request_type == "STUDY" and len(studies) == 1:
+        return secure(redirect(f"/studies/{studies[0].study_instance_uid}", 303))
+    return page("iid/studies.html", studies=studies, asked=asked, request_type=request_type)
+
+
+def _with_token(token: str) -> BaseResponse:
+    """The EMR's signed link: one study, no login, five minutes to follow it."""
+    try:
+        claims = _serializer("token").loads(token, max_age=TOKEN_SECONDS)
+    except BadSignature:
+        _archive().audit.record(Origin("iid-token", request.remote_addr or "", "IID"), "IID_OPEN", "STUDY", "",
+                                "refused", "expired or tampered token")  # fmt: skip
+        raise Forbidden("this link has expired or is not valid: open the study again from the EMR / "
+                        "liên kết đã hết hạn hoặc không hợp lệ, hãy mở lại từ hồ sơ bệnh án") from None
+    request_type, studies, _ = _matches()
+    uid, by = str(claims.get("s", "")), str(claims.get("by", ""))
+    holder = Principal(f"iid-token:{by}", "emr", "iid")
+    if request_type != "STUDY" or [s.study_instance_uid for s in studies] != [uid]:
+        _audit(holder, "IID_OPEN", "STUDY", uid, "refused", "the token is for another study")
+        raise Forbidden("this link is for another study / liên kết này dành cho ca chụp khác")
+    _audit(holder, "IID_OPEN", "STUDY", uid, "ok", "token")
+    log.info("IID token of %s opened study %s", by, uid)
+    response = redirect(f"/studies/{uid}", 303)
+    response.set_cookie(VIEW_COOKIE, _serializer("view").dumps({"s": uid, "by": by}), max_age=VIEW_SECONDS,
+                        path=f"/studies/{uid}", httponly=True, samesite="Lax", secure=request.is_secure)  # fmt: skip
+    return secure(response)
+
+
+# --- the study page ---------------------------------------------------------------------------
+
+
+def _study_viewer(uid: str) -> Principal | None:
+    """Who may see study `uid`: a person whose role reads results, or the holder of its IID cookie."""
+    visitor = _visitor()
+    if visitor is not None:
+        if visitor.role not in ROLES["results"]:
+            raise Forbidden(f"the {visitor.role} role may not view studies")
+        return visitor
+    try:
+        claims = _serializer("view").loads(request.cookies.get(VIEW_COOKIE, ""), max_age=VIEW_SECONDS)
+    except BadSignature:
+        return None
+    if claims.get("s") != uid:
+        return None
+    return Principal(f"iid-token:{claims.get('by', '')}", "emr", "iid")
+
+
+@blueprint.get("/studies/<study>")
+def study_page(study: str) -> BaseResponse:
+    uid = path_uid(study, "study")
+    viewer = _study_viewer(uid)
+    if viewer is None:
+        return _to_login()
+    g.principal = viewer
+    summary = study_summary(_archive().db, uid)
+    if summary is None:
+        raise NotFound(f"Không có ca chụp {uid} trong kho. / No study {uid} in the archive.")
+    _audit(viewer, "VIEW", "STUDY", uid, "study page")
+    thumbnails = {s.series_instance_uid: s.images[len(s.images) // 2].sop_instance_uid for s in summary.series}
+    return page("iid/study.html", summary=summary, report=final_report(uid), thumbnails=thumbnails,
+                sections=SECTIONS, titles=SECTION_TITLES, pdf_url="")  # fmt: skip
+
+
+@blueprint.get("/studies/<study>/instances/<instance>/thumbnail")
+def thumbnail(study: str, instance: str) -> BaseResponse:
+    uid = path_uid(study, "study")
+    viewer = _study_viewer(uid)
+    if viewer is None:
+        raise Unauthorized("log in, or open the study from the EMR again")
+    g.principal = viewer
+    ref = instance_ref(_archive().db, uid, path_uid(instance, "instance"))
+    if ref is None:
+        raise NotFound("no such image in this study")
+    size = render.THUMBNAIL_SIZE
+    return image_response(ref, None, render.RenderRequest(viewport=render.Viewport(size, size), quality=80),
+                          "thumbnail on the study page")  # fmt: skip
+
+
+# --- logging in from a browser ----------------------------------------------------------------
+
+
+def _next_path(value: str | None) -> str:
+    """Where to go after logging in: a path on this server only (never an open redirect)."""
+    value = (value or "").strip()
+    if (not value.startswith("/") or value.startswith("//") or "\\" in value or len(value) > 2000
+            or not value.isprintable()):  # fmt: skip
+        return ""
+    return value
+
+
+def _login_form(next_path: str, message: str = "", status: int = 200) -> BaseResponse:
+    token = secrets.token_urlsafe(24)
+    response = page("iid/login.html", status, next_path=next_path, message=message, csrf_token=token)
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=3600, path="/login-page", httponly=True, samesite="Strict",
+                        secure=request.is_secure)  # fmt: skip
+    return response
+
+
+@blueprint.get("/login-page")
+def login_page() -> BaseResponse:
+    return _login_form(_next_path(request.args.get("next")))
+
+
+@blueprint.post("/login-page")
+def login_form_posted() -> BaseResponse:
+    """The form's POST: a double-submit CSRF check, then POST /login's own checks (throttle, audit, session)."""
+    next_path = _next_path(request.form.get("next"))
+    sent, expected = request.form.get("csrf_token", ""), request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not expected or not secrets.compare_digest(sent.encode(), expected.encode()):
+        return _login_form(next_path, "Trang đăng nhập đã hết hạn, vui lòng thử lại. / "
+                           "The login page expired: please try again.", 403)  # fmt: skip
+    try:
+        session_login()
+    except Unauthorized:
+        return _login_form(next_path, "Sai tên đăng nhập hoặc mật khẩu. / Wrong user name or password.", 401)
+    except Throttled as exc:
+        return _login_form(next_path, f"Đăng nhập sai quá nhiều lần, thử lại sau {exc.retry_after} giây. / "
+                           f"Too many failed logins: try again in {exc.retry_after} s.", 429)  # fmt: skip
+    if not next_path:
+        return page("message.html", title_vi="Đã đăng nhập", title_en="Logged in", message="")
+    return secure(redirect(next_path, 303))
+
+
+# --- the EMR's token API ------------------------------------------------------------------------
+
+
+@api.post("")
+def make_token() -> tuple[Response, int]:
+    """{accessionNumber | studyUID} -> 201 {url}: a link that opens that one study for five minutes."""
+    principal: Principal = g.principal
+    if principal.role not in TOKEN_ROLES:
+        raise Forbidden(f"the {principal.role} role may not make IID links (an emr token does)")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not (set(body) <= {"accessionNumber", "studyUID"}) or len(body) != 1:
+        raise InvalidArgument('send a JSON object with one of accessionNumber or studyUID, e.g. {"accessionNumber": "CT001"}')
+    value = next(iter(body.values()))
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgument("accessionNumber or studyUID must be text")
+    value = value.strip()
+    db = _archive().db
+    if "studyUID" in body:
+        if uid_problem(value):
+            raise InvalidArgument(f"studyUID {value[:64]!r} is not a UID")
+        studies = find_studies(db, study_uids=[value])
+    else:
+        if not _ACCESSION.match(value):
+            raise InvalidArgument("accessionNumber: at most 16 characters")
+        studies = find_studies(db, accession_numbers=[value])
+    if not studies:
+        raise NotFound(f"no study with {next(iter(body))} {value}")
+    if len(studies) > 1:
+        raise InvalidArgument(f"accession number {value} names {len(studies)} studies: ask by studyUID")
+    uid = studies[0].study_instance_uid
+    token = _serializer("token").dumps({"s": uid, "by": principal.name})
+    url = request.host_url + "iid?" + urlencode({"requestType": "STUDY", "studyUID": uid, "token": token})
+    _audit(principal, "IID_TOKEN", "STUDY", uid, "done")
+    body_out: dict[str, Any] = {"url": url, "study_instance_uid": uid, "expires_in": TOKEN_SECONDS}
+    return jsonify(body_out), 201

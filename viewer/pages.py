@@ -1,0 +1,85 @@
+"""Server-rendered HTML pages (the patient's share page, IID's study and login pages): common parts.
+
+Pages are Jinja templates in viewer/templates (autoescaped: a patient named
+``<script>`` is shown as text) with one stylesheet from /assets/ and no
+inline script or style, under a strict Content-Security-Policy. They never
+send a Referer: a share link's URL is its secret.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, render_template
+from werkzeug.wrappers import Response as BaseResponse
+
+#: Any response (Flask's, or a werkzeug redirect).
+R = TypeVar("R", bound=BaseResponse)
+
+blueprint = Blueprint("pages", __name__, static_folder="static", static_url_path="/assets")
+
+#: Paths of the stylesheet and scripts: not patient data, served to anyone.
+ASSETS_PREFIX = "/assets/"
+
+CSP = ("default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'; object-src 'none'")  # fmt: skip
+
+
+def page(template: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any) -> Response:
+    """A rendered page with the security headers every page carries."""
+    response = Response(render_template(template, **context), status=status, content_type="text/html; charset=utf-8")
+    secure(response)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def secure(response: R) -> R:
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    return response
+
+
+@blueprint.app_template_filter("person")
+def person_name(value: str) -> str:
+    """A DICOM PN as people write it: "Nguyễn^Văn An" -> "Nguyễn Văn An" (family name first, as in Vietnamese)."""
+    alphabetic = (value or "").split("=")[0]
+    family, given, middle, prefix, suffix = (alphabetic.split("^") + [""] * 5)[:5]
+    return " ".join(p for p in (prefix, family, middle, given, suffix) if p.strip())
+
+
+@blueprint.app_template_filter("dicom_date")
+def dicom_date(value: str) -> str:
+    """YYYYMMDD -> DD/MM/YYYY, the way dates are written in Vietnam; anything else as it is."""
+    text = (value or "").strip()
+    if len(text) == 8 and text.isdigit():
+        return f"{text[6:8]}/{text[4:6]}/{text[:4]}"
+    return text
+
+
+@blueprint.app_template_filter("dicom_time")
+def dicom_time(value: str) -> str:
+    text = (value or "").strip()
+    return f"{text[:2]}:{text[2:4]}" if len(text) >= 4 and text[:4].isdigit() else ""
+
+
+@blueprint.app_template_filter("when")
+def when(value: datetime | str | None) -> str:
+    """A UTC time (datetime or ISO 8601 text) as DD/MM/YYYY HH:MM UTC."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    else:
+        moment = value
+    return moment.strftime("%d/%m/%Y %H:%M UTC")
+
+
+@blueprint.app_template_filter("sex")
+def sex(value: str) -> str:
+    return {"M": "Nam / Male", "F": "Nữ / Female", "O": "Khác / Other"}.get((value or "").upper(), "")
