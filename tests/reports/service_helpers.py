@@ -40,3 +40,17 @@ def ordered_study(archive: Archive, worklist: Worklist, accession: str = ACCESSI
     worklist.create(order(f"O{n}", accession, procedure_code="CT-SONAO", study_instance_uid=study), HIS)
     ingest_ds(archive, make_dataset(n, study=study, series=uid(2, n), AccessionNumber=accession,
                                     StudyDescription="CT sọ não"))  # fmt: skip
+
+
+def signing_reports(archive: Archive) -> Reports:
+    """A Reports service that signs for real: PAdES with the test CA's certificates (tests/reports/ca.py)."""
+    from reports.identities import SigningIdentities
+    from reports.signoff import PadesSigner
+    from reports.types import Hospital
+    from tests.reports.ca import radiologist, second_radiologist
+
+    identities = SigningIdentities(archive.db, archive.audit)
+    identities.install(RADIOLOGIST, radiologist().pkcs12, radiologist().passphrase, ADMIN)
+    identities.install(OTHER_RADIOLOGIST, second_radiologist().pkcs12, second_radiologist().passphrase, ADMIN)
+    hospital = Hospital(name="Bệnh viện Đa khoa huyện Thử Nghiệm", facility_code="12345")
+    return Reports(archive, signer=PadesSigner(identities, hospital))
