@@ -16,6 +16,8 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresq
 # Report PDFs: pdftotext reads them back; DejaVu is the font they embed (it covers Vietnamese).
 command -v pdftotext >/dev/null || need_apt+=(poppler-utils)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
+# Share-link QR codes: zbarimg (ZBar) reads them back.
+command -v zbarimg >/dev/null || need_apt+=(zbar-tools)
 for pkg in "$@"; do  # extra Debian packages a caller needs (e.g. orthanc for bench/)
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
