@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from appliance import cli_accounts, cli_audit, cli_worklist, logs
+from appliance import cli_accounts, cli_audit, cli_reports, cli_worklist, logs
 from appliance.tables import local_time
 from appliance.services import ServiceError, dicom_config, open_archive, open_worklist, startup_report
 from appliance.settings import FLAGS, Settings, SettingsError, load
@@ -56,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"minipacs: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (CommandError, cli_accounts.AccountError, cli_audit.AuditError, cli_worklist.WorklistError) as exc:
+    except (CommandError, cli_accounts.AccountError, cli_audit.AuditError, cli_worklist.WorklistError,
+            cli_reports.ReportCommandError) as exc:
         print(f"minipacs: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -123,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_accounts.add_parsers(sub, common)
     cli_audit.add_parser(sub, common)
     cli_worklist.add_parsers(sub, common)
+    cli_reports.add_parsers(sub, common)
     return parser
 
 

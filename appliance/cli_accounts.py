@@ -60,6 +60,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         p = user_sub.add_parser(action, parents=[common], help=text, description=text[0].upper() + text[1:] + ".")
         p.add_argument("username", metavar="NAME")
         p.set_defaults(func=_cmd_user_disable(disabled))
+    from appliance.cli_reports import add_user_parsers  # `user signing-key` lives with the reports' commands
+
+    add_user_parsers(user_sub, common)
     user.set_defaults(func=None, help_parser=user)
 
     token = sub.add_parser("token", help="manage bearer tokens for systems (EMR, scripts)",

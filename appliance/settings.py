@@ -219,9 +219,9 @@ FLAGS: dict[str, str] = {
     "hl7.port": "--hl7-port",
 }
 
-#: MINIPACS_* variables that are not settings: the configuration file itself,
-#: and MINIPACS_TEST_* for the test harness (tests/run.sh).
-_OTHER_ENV = ("MINIPACS_CONFIG",)
+#: MINIPACS_* variables that are not settings: the configuration file itself, a PKCS#12
+#: passphrase for `minipacs user signing-key`, and MINIPACS_TEST_* for the test harness (tests/run.sh).
+_OTHER_ENV = ("MINIPACS_CONFIG", "MINIPACS_SIGNING_PASSPHRASE")
 _RESERVED_ENV_PREFIX = "MINIPACS_TEST_"
 
 
