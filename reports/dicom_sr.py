@@ -138,7 +138,7 @@ def person_name(display_name: str) -> str:
     or the given names start would misspell some names.
     """
     name = display_name.strip()
-    return name if "^" in name else f"{name}^"
+    return name if "^" in name else f"{name[:63]}^"  # a component group holds 64 characters
 
 
 def patient_study_header(view: ReportView) -> Dataset:
@@ -224,7 +224,7 @@ def _content(view: ReportView, signature: Signature, hospital: Hospital) -> hd.s
     items: list[hd.sr.ContentItem] = []
     items.extend(item for item in hd.sr.LanguageOfContentItemAndDescendants(language))  # TID 1204
     observer = hd.sr.PersonObserverIdentifyingAttributes(  # TID 1003
-        name=person_name(signature.display_name), login_name=signature.username,
+        name=person_name(signature.display_name or signature.username), login_name=signature.username,
         organization_name=hospital.name or None,
     )  # fmt: skip
     items.extend(item for item in hd.sr.ObserverContext(codes.cid270.Person, observer))  # TID 1002
@@ -248,12 +248,17 @@ def _content(view: ReportView, signature: Signature, hospital: Hospital) -> hd.s
     return root
 
 
-def _predecessor(view: ReportView) -> Dataset | None:
-    """The SR of the signed version this one amends (Predecessor Documents Sequence), if any."""
+def _previous_signed(view: ReportView) -> ReportView | None:
+    """The report showing the signed version `view.version` amends, or None for a first version."""
     earlier = [v for v in view.versions if v.number < view.version.number and v.status.is_signed]
-    if not earlier:
+    return view.at_version(earlier[-1].number) if earlier else None
+
+
+def _predecessor_sr(view: ReportView) -> Dataset | None:
+    """The SR of the version this one amends, as highdicom takes it for the Predecessor Documents Sequence."""
+    previous = _previous_signed(view)
+    if previous is None:
         return None
-    previous = view.at_version(earlier[-1].number)
     series_uid, sop_uid = sr_uids(previous)
     ref = Dataset()
     ref.SOPClassUID = ComprehensiveSRStorage
@@ -261,6 +266,24 @@ def _predecessor(view: ReportView) -> Dataset | None:
     ref.StudyInstanceUID = view.study_instance_uid
     ref.SeriesInstanceUID = series_uid
     return ref
+
+
+def _predecessor_pdf(view: ReportView) -> Dataset | None:
+    """A Predecessor Documents Sequence item (PS3.3 C.24.2, hierarchical reference) for the previous PDF."""
+    previous = _previous_signed(view)
+    if previous is None:
+        return None
+    series_uid, sop_uid = pdf_uids(previous)
+    instance = Dataset()
+    instance.ReferencedSOPClassUID = EncapsulatedPDFStorage
+    instance.ReferencedSOPInstanceUID = previous.version.pdf_sop_instance_uid or sop_uid
+    series = Dataset()
+    series.SeriesInstanceUID = series_uid
+    series.ReferencedSOPSequence = [instance]
+    study = Dataset()
+    study.StudyInstanceUID = view.study_instance_uid
+    study.ReferencedSeriesSequence = [series]
+    return study
 
 
 def build_sr(view: ReportView, hospital: Hospital, evidence: Sequence[Dataset] = ()) -> Dataset:
@@ -285,15 +308,16 @@ def build_sr(view: ReportView, hospital: Hospital, evidence: Sequence[Dataset] =
     stand_in.SOPClassUID = ComprehensiveSRStorage
     stand_in.SOPInstanceUID = sop_uid
     stand_in.SeriesInstanceUID = series_uid
-    predecessor = _predecessor(view)
+    predecessor = _predecessor_sr(view)
     organization = _lo(hospital.name) or MANUFACTURER
+    signer = person_name(signature.display_name or signature.username)
     sr = hd.sr.ComprehensiveSR(
         evidence=[stand_in, *evidence], content=_content(view, signature, hospital),
         series_instance_uid=series_uid, series_number=SR_SERIES_NUMBER, sop_instance_uid=sop_uid,
         instance_number=view.version.number, manufacturer=MANUFACTURER,
         is_complete=True, is_final=True, is_verified=True,
         institution_name=_lo(hospital.name) or None, institutional_department_name=_lo(hospital.department) or None,
-        verifying_observer_name=person_name(signature.display_name), verifying_organization=organization,
+        verifying_observer_name=signer, verifying_organization=organization,
         requested_procedures=[_requested_procedure(view)] if _has_order(view) else None,
         previous_versions=[predecessor] if predecessor is not None else None,
         series_description=SR_SERIES_DESCRIPTION, content_date=date, content_time=time,
@@ -337,6 +361,9 @@ def _drop_self_evidence(sr: Dataset, own_series_uid: str) -> None:
 def build_encapsulated_pdf(view: ReportView, pdf: bytes, hospital: Hospital) -> Dataset:
     """The signed PDF of `view.version` as Encapsulated PDF Storage (PS3.3 A.45.1), bytes untouched.
 
+    An amendment references the PDF of the version it replaces (Predecessor
+    Documents Sequence), as its SR does.
+
     The PDF is padded to an even length on writing (PS3.5 7.1.1);
     Encapsulated Document Length (0042,0015) records the real length, which
     `extract_pdf` uses to give back the exact signed bytes.
@@ -368,9 +395,13 @@ def build_encapsulated_pdf(view: ReportView, pdf: bytes, hospital: Hospital) -> 
     ds.ContentDate, ds.ContentTime = date, time
     ds.AcquisitionDateTime = stamp
     ds.BurnedInAnnotation = "YES"  # the PDF names the patient
+    ds.VerificationFlag = "VERIFIED"  # signed by the radiologist (Type 3 here)
     ds.DocumentTitle = f"{DOCUMENT_TITLES.get(view.version.language, DOCUMENT_TITLES['vi'])} {view.accession_number}"
     ds.ConceptNameCodeSequence = [hd.sr.CodedConcept.from_code(DOCUMENT_TITLE_CODE)]
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    predecessor = _predecessor_pdf(view)
+    if predecessor is not None:
+        ds.PredecessorDocumentsSequence = [predecessor]
     ds.EncapsulatedDocumentLength = len(pdf)
     ds.EncapsulatedDocument = pdf
     return ds

@@ -102,6 +102,7 @@ def test_document_attributes() -> None:
     ds = reread(build_encapsulated_pdf(view, small_pdf(), HOSPITAL))
     assert (ds.SOPClassUID, ds.Modality, ds.ConversionType) == (EncapsulatedPDFStorage, "DOC", "WSD")
     assert (ds.MIMETypeOfEncapsulatedDocument, ds.BurnedInAnnotation) == ("application/pdf", "YES")
+    assert ds.VerificationFlag == "VERIFIED"
     assert ds.DocumentTitle == "Kết quả chẩn đoán hình ảnh XQ2612050001"
     concept = ds.ConceptNameCodeSequence[0]
     assert (concept.CodeValue, concept.CodingSchemeDesignator, concept.CodeMeaning) == (
@@ -124,6 +125,22 @@ def test_same_patient_and_study_as_the_sr() -> None:
         assert pdf[keyword].value == sr[keyword].value, keyword
     assert str(pdf.PatientName) == "Nguyễn^Văn An"
     assert pdf.InstanceNumber == 2
+
+
+def test_amendment_references_the_previous_pdf(tmp_path: Path) -> None:
+    view = amended_view()
+    first = reread(build_encapsulated_pdf(view.at_version(1), small_pdf(), HOSPITAL))
+    assert "PredecessorDocumentsSequence" not in first
+    amended = build_encapsulated_pdf(view, small_pdf(), HOSPITAL)
+    (study,) = amended.PredecessorDocumentsSequence
+    (series,) = study.ReferencedSeriesSequence
+    (instance,) = series.ReferencedSOPSequence
+    assert study.StudyInstanceUID == view.study_instance_uid
+    assert (series.SeriesInstanceUID, instance.ReferencedSOPInstanceUID) == (first.SeriesInstanceUID,
+                                                                             first.SOPInstanceUID)  # fmt: skip
+    assert instance.ReferencedSOPClassUID == EncapsulatedPDFStorage
+    verdict = dciodvfy(write(amended, tmp_path / "pdf.dcm"))
+    assert (verdict.returncode, verdict.errors, verdict.warnings) == (0, [], []), verdict.output
 
 
 def test_stable_bytes_and_uids() -> None:
