@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -30,11 +31,13 @@ from pydicom.uid import generate_uid
 
 from archive import Archive, InvalidQuery, Origin
 from archive.audit import search as audit_search
+from archive.patients import PatientDemographics
 from reports.types import ReportStatus
-from tests.conftest import CT_FILES, DX_FILE
+from tests.conftest import CT_FILES, DX_FILE, ROOT, Server, free_port
 from tests.dicom_scp.helpers import stop_and_check, wait_for
 from tests.reports.factory import CONCLUSION_VI, amended_view, report_view, signed_version
-from tests.worklist.web_helpers import Site, start_site
+from tests.viewer.helpers import http_answers
+from tests.worklist.web_helpers import Site, prepare, start_site
 from viewer.fhir_reports import date_range, diagnostic_report, token
 
 FHIR = "application/fhir+json"
@@ -347,3 +350,170 @@ def test_reads_are_audited(site: Site) -> None:
         assert ("referrer", "STUDY_SEARCH") in mine
     finally:
         archive.close()
+
+
+# --- DiagnosticReport, against gunicorn serving the app with a Reports service -------------
+
+RADIOLOGIST = "bs.lan"
+CERTIFICATE = "003421/HCM-CCHN"
+FIRST_CONCLUSION = "Không thấy hình ảnh chảy máu nội sọ."
+AMENDED_CONCLUSION = "Máu tụ dưới màng cứng mỏng vùng thái dương trái, dày 3 mm."
+
+
+@dataclass
+class ReportSite:
+    site: Site
+    ct_report: str
+    dx_report: str
+
+
+def _write_reports(data: Path) -> tuple[int, int]:
+    """An order for the CT before its images; the CT report signed, then amended; the DX report a draft."""
+    from reports.identities import SigningIdentities
+    from reports.service import Reports
+    from reports.signoff import PadesSigner
+    from reports.types import Hospital, ReportDraft
+    from tests.reports.ca import PASSPHRASE, radiologist
+    from tests.worklist.helpers import HIS, order
+    from tests.worklist.web_helpers import ADMIN, PASSWORD
+    from worklist.service import Worklist
+
+    data.mkdir(parents=True, exist_ok=True)
+    archive = Archive.open(f"sqlite:///{data / 'index.sqlite'}", str(data / "objects"))
+    try:
+        worklist = Worklist(archive)
+        worklist.reconcile_ingest()
+        patient = PatientDemographics("BN26001001", issuer="BVDKCG", name="Nguyễn^Văn An", birth_date="19680315",
+                                      sex="M")  # fmt: skip
+        worklist.create(replace(order("CD-FHIR-1", CT_ACCESSION, study_instance_uid=CT_STUDY), patient=patient), HIS)
+        archive.close()
+        _store_samples(data)
+        archive = Archive.open(f"sqlite:///{data / 'index.sqlite'}", str(data / "objects"))
+        accounts = archive.accounts
+        accounts.add_user(RADIOLOGIST, "radiologist", PASSWORD, ADMIN, display_name="BS. Trần Thị Lan")
+        accounts.set_practising_certificate(RADIOLOGIST, CERTIFICATE, ADMIN)
+        identities = SigningIdentities(archive.db, archive.audit)
+        identities.install(RADIOLOGIST, radiologist().pkcs12, radiologist().passphrase, ADMIN)
+        reports = Reports(archive, signer=PadesSigner(identities, Hospital(name="Bệnh viện Đa khoa huyện")))
+        view = reports.create(CT_STUDY, ReportDraft(template_id="ct-so-nao-vi"), RADIOLOGIST)
+        view = reports.update(CT_ACCESSION, ReportDraft(sections={"conclusion": FIRST_CONCLUSION}), RADIOLOGIST,
+                              view.revision)  # fmt: skip
+        view = reports.sign(CT_ACCESSION, RADIOLOGIST, PASSPHRASE, view.revision)
+        view = reports.amend(CT_ACCESSION, RADIOLOGIST, "Đọc lại cửa sổ xương", view.revision)
+        view = reports.update(CT_ACCESSION, ReportDraft(sections={"conclusion": AMENDED_CONCLUSION}), RADIOLOGIST,
+                              view.revision)  # fmt: skip
+        ct = reports.sign(CT_ACCESSION, RADIOLOGIST, PASSPHRASE, view.revision)
+        assert ct.status is ReportStatus.AMENDED and len(ct.versions) == 2
+        dx = reports.create(DX_STUDY, ReportDraft(template_id="xq-nguc-thang-vi"), RADIOLOGIST)
+        return ct.id, dx.id
+    finally:
+        archive.close()
+
+
+@pytest.fixture(scope="module")
+def reports_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReportSite]:
+    data = tmp_path_factory.mktemp("fhir-reports") / "data"
+    ct_id, dx_id = _write_reports(data)
+    tokens = prepare(data)
+    port = free_port()
+    log_path = data.parent / "gunicorn.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4",
+             "--worker-class", "gthread", "--no-control-socket", "--graceful-timeout", "10",
+             "tests.reports.fhir_wsgi:app()"],
+            cwd=str(ROOT), env={**os.environ, "MINIPACS_TEST_DATA": str(data)}, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    server = Server(port, data, process, log_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: process.poll() is not None or http_answers(f"{url}/healthz"), what="gunicorn")
+        assert process.poll() is None, server.log()
+        yield ReportSite(Site(server, url, tokens), str(ct_id), str(dx_id))
+    finally:
+        stop_and_check(server)
+
+
+def report_entries(site: Site, query: str, as_: str = "emr") -> list[DiagnosticReport]:
+    bundle = search(site, f"DiagnosticReport?{query}", as_)
+    found = [DiagnosticReport.model_validate(e.resource.model_dump()) for e in bundle.entry or []]
+    assert bundle.total == len(found)
+    return found
+
+
+def test_diagnostic_report_read(reports_site: ReportSite) -> None:
+    site = reports_site.site
+    answer = get(site, f"DiagnosticReport/{reports_site.ct_report}")
+    assert answer.status_code == 200, answer.text
+    report = DiagnosticReport.model_validate(answer.json())
+    assert report.id == reports_site.ct_report and report.status == "amended"
+    assert report.identifier[0].system == ACSN_SYSTEM and report.identifier[0].value == CT_ACCESSION
+    assert report.conclusion == AMENDED_CONCLUSION and "Đọc lại cửa sổ xương" in report.text.div
+    assert report.resultsInterpreter[0].display == "BS. Trần Thị Lan"
+    assert report.resultsInterpreter[0].identifier.value == CERTIFICATE
+    assert report.issued is not None and report.presentedForm[0].creation == report.issued
+    assert report.effectiveDateTime.strftime("%Y%m%d%H%M") == "202611200815"
+    assert report.code.coding[0].code == "18748-4" and report.category[0].coding[0].code == "RAD"
+
+    # Every reference resolves to what this server holds.
+    assert report.basedOn[0].reference == f"ServiceRequest/{CT_ACCESSION}"
+    order = site.call("GET", f"/fhir/{report.basedOn[0].reference}", as_="his-vn")
+    assert order.status_code == 200 and order.json()["id"] == CT_ACCESSION
+    assert report.imagingStudy[0].reference == f"ImagingStudy/{CT_STUDY}"
+    study = ImagingStudy.model_validate(get(site, report.imagingStudy[0].reference).json())
+    assert study.numberOfInstances == 23 and study.subject.reference == report.subject.reference
+    assert study.basedOn[0].reference == f"ServiceRequest/{CT_ACCESSION}"
+    patient = site.call("GET", f"/fhir/{report.subject.reference}", as_="his-vn").json()
+    assert patient["identifier"][0]["value"] == "BN26001001" == report.subject.identifier.value
+    pdf = site.call("GET", report.presentedForm[0].url.removeprefix(site.url), as_="emr")
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+
+    outcome_of(get(site, "DiagnosticReport/999999"), 404, "999999")
+    outcome_of(get(site, "DiagnosticReport/abc"), 404, "abc")
+
+
+def test_diagnostic_report_search(reports_site: ReportSite) -> None:
+    site, ct = reports_site.site, reports_site.ct_report
+    assert [r.id for r in report_entries(site, f"identifier={CT_ACCESSION}")] == [ct]
+    assert [r.id for r in report_entries(site, f"identifier={ACSN_SYSTEM}|{CT_ACCESSION}")] == [ct]
+    assert report_entries(site, f"identifier=http://his.example/acc|{CT_ACCESSION}") == []
+    assert report_entries(site, "identifier=CT0000000000") == []
+    subject = report_entries(site, f"identifier={CT_ACCESSION}")[0].subject.reference
+    assert [r.id for r in report_entries(site, f"patient={subject}")] == [ct]
+    assert report_entries(site, "patient=Patient/999999") == []
+    assert [r.id for r in report_entries(site, "date=2026-11-20")] == [ct]
+    assert [r.id for r in report_entries(site, "date=ge2026-11-01&date=le2026-11-30")] == [ct]
+    assert [r.id for r in report_entries(site, f"date=eq2026-11&patient={subject}&identifier={CT_ACCESSION}")] == [ct]
+    assert report_entries(site, "date=gt2026-11-20") == []
+    assert report_entries(site, "date=lt2026-11-20") == []
+    assert report_entries(site, "date=ge2026-11-21&date=le2026-11-19") == []
+
+
+def test_referrer_and_emr_see_signed_reports_only(reports_site: ReportSite) -> None:
+    site, ct, dx = reports_site.site, reports_site.ct_report, reports_site.dx_report
+    for who in ("emr", "referrer"):
+        assert [r.id for r in report_entries(site, "", who)] == [ct], who
+        assert report_entries(site, f"identifier={DX_ACCESSION}", who) == []
+        outcome_of(get(site, f"DiagnosticReport/{dx}", who), 404, dx)
+    for who in ("radiologist", "technologist", "admin"):
+        assert {r.id for r in report_entries(site, "", who)} == {ct, dx}, who
+        draft = DiagnosticReport.model_validate(get(site, f"DiagnosticReport/{dx}", who).json())
+        assert draft.status == "registered" and draft.conclusion is None and draft.presentedForm is None
+        assert draft.basedOn is None  # the DX study has no order here
+    outcome_of(get(site, f"DiagnosticReport/{ct}", as_="his-vn"), 403, "results")
+    outcome_of(get(site, "DiagnosticReport", as_="his-vn"), 403, "results")
+    outcome_of(get(site, "DiagnosticReport", as_=None), 401)
+
+
+def test_diagnostic_report_bad_requests(reports_site: ReportSite) -> None:
+    site = reports_site.site
+    outcome_of(get(site, "DiagnosticReport?date=2026-02-30"), 400, "date")
+    outcome_of(get(site, "DiagnosticReport?date=ne2026-11-20"), 400, "date")
+    outcome_of(get(site, "DiagnosticReport?date=2026-11-20T08:00:00Z"), 400, "date")
+    outcome_of(get(site, "DiagnosticReport?identifier=CT%2A"), 400, "identifier")
+    outcome_of(get(site, f"DiagnosticReport?identifier={ACSN_SYSTEM}%7C"), 400, "identifier")
+    outcome_of(get(site, "DiagnosticReport?status=final"), 400, "status")
+    outcome_of(get(site, "DiagnosticReport?_count=0"), 400, "_count")
+    outcome_of(site.call("POST", "/fhir/DiagnosticReport", as_="admin", data=b"{}",
+                         headers={"Content-Type": FHIR}), 405)  # fmt: skip
+    assert get(site, f"DiagnosticReport/{reports_site.ct_report}").status_code == 200  # still up
