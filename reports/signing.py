@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from asn1crypto import keys as asn1_keys
 from asn1crypto import pkcs12 as asn1_pkcs12
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509 as pyca_x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from archive.errors import ArchiveError
@@ -36,6 +39,7 @@ with warnings.catch_warnings():
     from pyhanko.sign.validation import validate_pdf_signature
     from pyhanko.sign.validation.status import SignatureCoverageLevel
     from pyhanko_certvalidator import ValidationContext
+    from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 log = logging.getLogger(__name__)
 
@@ -117,20 +121,30 @@ def load_identity(pkcs12_data: bytes, passphrase: bytes, *, now: datetime | None
     _check_pkcs12_structure(pkcs12_data)
     secret = passphrase or None
     try:
-        key, cert, _chain = pkcs12.load_key_and_certificates(pkcs12_data, secret)
+        key, cert, chain = pkcs12.load_key_and_certificates(pkcs12_data, secret)
     except ValueError:
         # The structure parsed above, so what failed is the decryption or the MAC: the passphrase.
         raise WrongSigningPin() from None
     if key is None or cert is None:
         raise InvalidSigningIdentity("the PKCS#12 file must hold a private key and its certificate")
     _check_usable(cert, now or datetime.now(UTC))
-    try:
-        signer = signers.SimpleSigner.load_pkcs12_data(pkcs12_data, other_certs=(), passphrase=secret)
-    except ValueError as exc:  # a key type pyHanko cannot sign with
-        raise InvalidSigningIdentity(f"pyHanko cannot sign with this PKCS#12: {exc}") from None
+    # Hand pyHanko what cryptography decrypted (its own loader would decrypt the file a second time).
+    der = serialization.Encoding.DER
+    signer = signers.SimpleSigner(
+        signing_key=asn1_keys.PrivateKeyInfo.load(
+            key.private_bytes(der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())),
+        signing_cert=asn1_x509.Certificate.load(cert.public_bytes(der)),
+        cert_registry=_certificate_store([asn1_x509.Certificate.load(c.public_bytes(der)) for c in chain]),
+    )  # fmt: skip
     return SigningKey(signer=signer, certificate=cert, x509_serial=format(cert.serial_number, "x"),
                       x509_subject=cert.subject.rfc4514_string(), not_before=cert.not_valid_before_utc,
                       not_after=cert.not_valid_after_utc)  # fmt: skip
+
+
+def _certificate_store(certs: list[Any]) -> Any:
+    store = SimpleCertificateStore()  # type: ignore[no-untyped-call]  # pyhanko-certvalidator: no annotations here
+    store.register_multiple(certs)
+    return store
 
 
 def _check_pkcs12_structure(data: bytes) -> None:
@@ -175,7 +189,10 @@ def sign_pdf(pdf: bytes, key: SigningKey, *, reason: str, location: str, name: s
         field_name=f"Signature{existing + 1}", md_algorithm="sha256", subfilter=fields.SigSeedSubFilter.PADES,
         reason=reason, location=location, name=name,
     )  # fmt: skip
-    out = signers.PdfSigner(meta, signer=key.signer).sign_pdf(writer)
+    # Room for the CMS: the certificates plus the signature and attributes. Saying so spares
+    # pyHanko a dry-run signature to measure it (half the time of a signing).
+    reserved = sum(len(c.dump()) for c in [key.signer.signing_cert, *key.signer.cert_registry]) + 8192
+    out = signers.PdfSigner(meta, signer=key.signer).sign_pdf(writer, bytes_reserved=reserved)
     signed: bytes = out.getvalue()
     log.info("PDF signed by certificate %s (%d bytes)", key.x509_serial, len(signed))
     return signed
