@@ -43,8 +43,9 @@ from pydantic import ValidationError
 from pydicom.dataset import Dataset
 from werkzeug.exceptions import HTTPException
 
-from archive import Archive, ArchiveError, InvalidQuery, Level, NotFound, query_from_identifier
+from archive import Archive, ArchiveError, InvalidQuery, Level, NotFound, Query, query_from_identifier
 from archive.uids import uid_problem
+from reports.service import latest_signed
 from reports.types import ReportView
 from viewer.access import ROLES, check
 from viewer.auth import CHALLENGE, Throttled, Unauthorized
@@ -108,6 +109,8 @@ FHIR_JSON = "application/fhir+json"
 _VIA = "FHIR"
 _MEDIA = (FHIR_JSON, "application/json")
 _MAX_COUNT = 500
+#: Reports.find's largest page: a report search reaching it has no exact total.
+_REPORTS_CAP = 1000
 _ID = re.compile(r"^[^\x00-\x1f/]{1,64}$")
 #: OperationOutcome issue codes (FHIR issue-type value set) per HTTP status.
 _ISSUE = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
@@ -344,7 +347,7 @@ def read_report(id_: str) -> Response:
     try:
         if not id_.isdigit() or len(id_) > 12:
             raise NotFound(id_)
-        view = _reports().get_by_id(int(id_), final_only=g.principal.role in _FINAL_ONLY_ROLES)
+        view = _issued(_reports().get_by_id(int(id_), final_only=g.principal.role in _FINAL_ONLY_ROLES))
     except NotFound:
         raise NotFound(f"no DiagnosticReport {id_[:64]}") from None
     audit("REPORT_READ", "REPORT", view.accession_number, f"DiagnosticReport/{id_} {_seen([view])}")
@@ -353,9 +356,9 @@ def read_report(id_: str) -> Response:
 
 @blueprint.get("/DiagnosticReport")
 def search_reports() -> Response:
-    params = _params(("identifier", "patient", "date", "_count"))
+    params = _search_params(("identifier", "patient", "date", "_count"), repeatable=("date",))
     count = _count(params)
-    low, high = date_range([v.strip() for v in request.args.getlist("date") if v.strip()], "date")
+    low, high = date_range(request.args.getlist("date"), "date")
     system, accession = token(params["identifier"], "identifier") if "identifier" in params else ("", "")
     audit("REPORT_SEARCH", "REPORT", accession, _asked())
     patient = _patient_filter(params)
@@ -363,19 +366,19 @@ def search_reports() -> Response:
         return _bundle([])
     views = _reports().find(accession=accession, patient_id=patient.patient_id if patient else "",
                             date_from=low, date_to=high, final_only=g.principal.role in _FINAL_ONLY_ROLES,
-                            limit=_MAX_COUNT)  # fmt: skip
+                            limit=_REPORTS_CAP)  # fmt: skip
     if patient:
         views = [v for v in views if v.patient.issuer == patient.issuer]
-    shown = views[:count]
+    shown = [_issued(v) for v in views[:count]]
     audit("REPORT_SEARCH", "REPORT", shown[0].accession_number if len(shown) == 1 else accession,
           f"{_asked()} -> {len(views)} matches {_seen(shown)}")  # fmt: skip
-    return _bundle([_diagnostic_report(v) for v in shown], total=len(views))
+    return _bundle([_diagnostic_report(v) for v in shown], total=len(views), exact=len(views) < _REPORTS_CAP)
 
 
 @blueprint.get("/ImagingStudy/<id_>")
 def read_study(id_: str) -> Response:
     audit("STUDY_READ", "STUDY", id_[:64], f"ImagingStudy/{id_[:64]}")
-    found = [] if uid_problem(id_) else _study_matches({"StudyInstanceUID": id_})
+    found = [] if uid_problem(id_) else _find(Level.STUDY, _STUDY_KEYS, {"StudyInstanceUID": id_}, 1)
     if not found:
         raise NotFound(f"no ImagingStudy {id_[:64]}")
     audit("STUDY_READ", "STUDY", id_, f"ImagingStudy/{id_} PatientID={_text(found[0], '00100020')}")
@@ -384,9 +387,9 @@ def read_study(id_: str) -> Response:
 
 @blueprint.get("/ImagingStudy")
 def search_studies() -> Response:
-    params = _params(("identifier", "patient", "started", "_count"))
+    params = _search_params(("identifier", "patient", "started", "_count"), repeatable=("started",))
     count = _count(params)
-    low, high = date_range([v.strip() for v in request.args.getlist("started") if v.strip()], "started")
+    low, high = date_range(request.args.getlist("started"), "started")
     keys: dict[str, str] = {"StudyDate": f"{low}-{high}"} if low or high else {}
     system, value = token(params["identifier"], "identifier") if "identifier" in params else ("", "")
     if system == DICOM_UID_SYSTEM or (not system and value.startswith("urn:oid:")):
@@ -402,15 +405,20 @@ def search_studies() -> Response:
             low and high and low > high):  # fmt: skip
         return _bundle([])
     if patient:
+        # The ID alone matches any issuer's patient with that ID (an empty issuer matches every issuer),
+        # so the few studies of the ID are fetched and those of another issuer left out.
         keys["PatientID"] = patient.patient_id
-    found = _study_matches(keys)
-    if patient:
-        found = [s for s in found if _text(s, "00100021") == patient.issuer]
+        found = [s for s in _find(Level.STUDY, _STUDY_KEYS, keys, _MAX_COUNT)
+                 if _text(s, "00100021") == patient.issuer]  # fmt: skip
+        total = len(found)
+    else:
+        found = _find(Level.STUDY, _STUDY_KEYS, keys, count)
+        total = _archive().count(_query(Level.STUDY, _STUDY_KEYS, keys))
     shown = found[:count]
     audit("STUDY_SEARCH", "STUDY", _text(shown[0], "0020000D") if len(shown) == 1 else keys.get("StudyInstanceUID", ""),
-          f"{_asked()} -> {len(found)} matches " + " ".join(
+          f"{_asked()} -> {total} matches " + " ".join(
               f"{_text(s, '0020000D')} PatientID={_text(s, '00100020')}" for s in shown))  # fmt: skip
-    return _bundle([_imaging_study(s) for s in shown], total=len(found))
+    return _bundle([_imaging_study(s) for s in shown], total=total)
 
 
 #: What an ImagingStudy needs at each level (the index's DICOM JSON answers with these).
@@ -420,11 +428,6 @@ _STUDY_KEYS = ("StudyInstanceUID", "AccessionNumber", "StudyDate", "StudyTime", 
 _SERIES_KEYS = ("SeriesInstanceUID", "SeriesNumber", "Modality", "SeriesDescription", "SeriesDate", "SeriesTime",
                 "NumberOfSeriesRelatedInstances")  # fmt: skip
 _INSTANCE_KEYS = ("SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "InstanceNumber")
-
-
-def _study_matches(keys: dict[str, str]) -> list[dict[str, Any]]:
-    """Study-level matches (at most _MAX_COUNT, oldest first) through the archive's one matching engine."""
-    return _find(Level.STUDY, _STUDY_KEYS, keys, _MAX_COUNT)
 
 
 def _imaging_study(study: dict[str, Any]) -> dict[str, Any]:
@@ -438,15 +441,20 @@ def _imaging_study(study: dict[str, Any]) -> dict[str, Any]:
 
 def _find(level: Level, wanted: tuple[str, ...], keys: dict[str, str],
           limit: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Matches (oldest first) through the archive's one matching engine, as the index's DICOM JSON."""
+    query = _query(level, wanted, keys)
+    query.limit = limit
+    return list(_archive().find_json(query))
+
+
+def _query(level: Level, wanted: tuple[str, ...], keys: dict[str, str]) -> Query:
     identifier = Dataset()
     identifier.QueryRetrieveLevel = level.name
     for keyword in wanted:
         setattr(identifier, keyword, None)
     for keyword, value in keys.items():
         setattr(identifier, keyword, value)
-    query = query_from_identifier(identifier, patient_root=False)
-    query.limit = limit
-    return list(_archive().find_json(query))
+    return query_from_identifier(identifier, patient_root=False)
 
 
 def _has_order(accession: str) -> bool:
@@ -459,6 +467,20 @@ def _has_order(accession: str) -> bool:
     except UnknownOrder:
         return False
     return True
+
+
+def _issued(view: ReportView) -> ReportView:
+    """The report as issued: its newest signed version while an amendment is being written."""
+    return latest_signed(view) or view
+
+
+def _search_params(known: tuple[str, ...], repeatable: tuple[str, ...]) -> dict[str, str]:
+    """_params, and each parameter once but `repeatable` (a date range): no silent AND of two identifiers."""
+    params = _params(known)
+    for name in set(request.args) - set(repeatable):
+        if len(request.args.getlist(name)) > 1:
+            raise InvalidQuery(f"give {name} once")
+    return params
 
 
 def _diagnostic_report(view: ReportView) -> dict[str, Any]:
@@ -596,14 +618,17 @@ def _service_request(step: StepView) -> dict[str, Any]:
     return service_request(step, patient_pk(_archive().db, step.patient.patient_id, step.patient.issuer))
 
 
-def _bundle(resources: list[dict[str, Any]], total: int | None = None) -> Response:
-    """A searchset; `total` counts every match when _count left some out."""
-    return fhir_response({
+def _bundle(resources: list[dict[str, Any]], total: int | None = None, exact: bool = True) -> Response:
+    """A searchset; `total` counts every match when _count left some out (not `exact`: left out)."""
+    body: dict[str, Any] = {
         "resourceType": "Bundle", "type": "searchset", "total": len(resources) if total is None else total,
         "link": [{"relation": "self", "url": request.url}],
         "entry": [{"fullUrl": _url(f"{r['resourceType']}/{r['id']}"), "resource": r, "search": {"mode": "match"}}
                   for r in resources],
-    })  # fmt: skip
+    }  # fmt: skip
+    if not exact:
+        del body["total"]
+    return fhir_response(body)
 
 
 def _params(known: tuple[str, ...]) -> dict[str, str]:

@@ -294,7 +294,9 @@ def date_range(values: Iterable[str], name: str) -> tuple[str, str]:
     range that ends before it starts matches nothing; the caller checks.
     """
     low, high = "", ""
-    for raw in values:
+    for raw in (v.strip() for v in values):
+        if not raw:
+            continue  # an empty parameter is no parameter (as _params treats the others)
         prefix = raw[:2] if raw[:2].isalpha() else "eq"
         text = raw[2:] if raw[:2].isalpha() else raw
         match = _DATE.match(text)
@@ -340,9 +342,9 @@ def token(value: str, name: str) -> tuple[str, str]:
     system, bar, code = value.partition("|")
     if not bar:
         system, code = "", value
-    if not code or len(code) > 64 or len(system) > 255 or re.search(r"[\x00-\x1f*?\\|]", code):
-        raise InvalidQuery(f"{name}={value[:80]!r}: give [system|]value, the value 1 to 64 characters "
-                           "without wildcards")  # fmt: skip
+    if not code or len(code) > 64 or len(system) > 255 or re.search(r"[\x00-\x1f*?\\|,]", code):
+        raise InvalidQuery(f"{name}={value[:80]!r}: give one [system|]value, the value 1 to 64 characters "
+                           "without wildcards or commas")  # fmt: skip
     return system, code
 
 

@@ -33,7 +33,7 @@ from archive import Archive, InvalidQuery, Origin
 from archive.audit import search as audit_search
 from archive.patients import PatientDemographics
 from reports.types import ReportStatus
-from tests.conftest import CT_FILES, DX_FILE, ROOT, Server, free_port
+from tests.conftest import CT_FILES, DX_FILE, ROOT, US_FILES, Server, free_port
 from tests.dicom_scp.helpers import stop_and_check, wait_for
 from tests.reports.factory import CONCLUSION_VI, amended_view, report_view, signed_version
 from tests.viewer.helpers import http_answers
@@ -307,6 +307,7 @@ def test_imaging_study_errors(site: Site) -> None:
     outcome_of(get(site, "ImagingStudy?identifier=CT*"), 400, "identifier")
     outcome_of(get(site, "ImagingStudy?identifier=urn:dicom:uid|urn:oid:1..2"), 400, "identifier")
     outcome_of(get(site, "ImagingStudy?_count=100000"), 400, "_count")
+    outcome_of(get(site, f"ImagingStudy?patient=Patient/1&patient=Patient/2"), 400, "once")
     outcome_of(site.call("DELETE", f"/fhir/ImagingStudy/{CT_STUDY}", as_="admin"), 405)
     assert get(site, f"ImagingStudy/{CT_STUDY}").status_code == 200  # still there, server still up
 
@@ -358,6 +359,9 @@ RADIOLOGIST = "bs.lan"
 CERTIFICATE = "003421/HCM-CCHN"
 FIRST_CONCLUSION = "Không thấy hình ảnh chảy máu nội sọ."
 AMENDED_CONCLUSION = "Máu tụ dưới màng cứng mỏng vùng thái dương trái, dày 3 mm."
+US_STUDY = str(dcmread(US_FILES[0], stop_before_pixels=True).StudyInstanceUID)
+US_ACCESSION = "US2611210003"
+US_CONCLUSION = "Gan nhiễm mỡ độ I."
 
 
 @dataclass
@@ -365,10 +369,12 @@ class ReportSite:
     site: Site
     ct_report: str
     dx_report: str
+    us_report: str
 
 
-def _write_reports(data: Path) -> tuple[int, int]:
-    """An order for the CT before its images; the CT report signed, then amended; the DX report a draft."""
+def _write_reports(data: Path) -> tuple[int, int, int]:
+    """An order for the CT before its images; the CT report signed, then amended; the DX report a draft;
+    the US report signed, its amendment a draft."""
     from reports.identities import SigningIdentities
     from reports.service import Reports
     from reports.signoff import PadesSigner
@@ -405,7 +411,16 @@ def _write_reports(data: Path) -> tuple[int, int]:
         ct = reports.sign(CT_ACCESSION, RADIOLOGIST, PASSPHRASE, view.revision)
         assert ct.status is ReportStatus.AMENDED and len(ct.versions) == 2
         dx = reports.create(DX_STUDY, ReportDraft(template_id="xq-nguc-thang-vi"), RADIOLOGIST)
-        return ct.id, dx.id
+        # The US report: signed, and an amendment being written (not issued yet).
+        with open(US_FILES[0], "rb") as f:
+            archive.ingest(f, Origin("IMPORT", "", "IMPORT"))
+        view = reports.create(US_STUDY, ReportDraft(sections={"conclusion": US_CONCLUSION}), RADIOLOGIST)
+        view = reports.sign(US_ACCESSION, RADIOLOGIST, PASSPHRASE, view.revision)
+        view = reports.amend(US_ACCESSION, RADIOLOGIST, "Bổ sung kích thước gan", view.revision)
+        view = reports.update(US_ACCESSION, ReportDraft(sections={"conclusion": "Chưa ký"}), RADIOLOGIST,
+                              view.revision)  # fmt: skip
+        assert view.version.status is ReportStatus.DRAFT and view.version.number == 2
+        return ct.id, dx.id, view.id
     finally:
         archive.close()
 
@@ -413,7 +428,7 @@ def _write_reports(data: Path) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def reports_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReportSite]:
     data = tmp_path_factory.mktemp("fhir-reports") / "data"
-    ct_id, dx_id = _write_reports(data)
+    ct_id, dx_id, us_id = _write_reports(data)
     tokens = prepare(data)
     port = free_port()
     log_path = data.parent / "gunicorn.log"
@@ -429,7 +444,7 @@ def reports_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReportSit
     try:
         wait_for(lambda: process.poll() is not None or http_answers(f"{url}/healthz"), what="gunicorn")
         assert process.poll() is None, server.log()
-        yield ReportSite(Site(server, url, tokens), str(ct_id), str(dx_id))
+        yield ReportSite(Site(server, url, tokens), str(ct_id), str(dx_id), str(us_id))
     finally:
         stop_and_check(server)
 
@@ -482,24 +497,30 @@ def test_diagnostic_report_search(reports_site: ReportSite) -> None:
     assert [r.id for r in report_entries(site, f"patient={subject}")] == [ct]
     assert report_entries(site, "patient=Patient/999999") == []
     assert [r.id for r in report_entries(site, "date=2026-11-20")] == [ct]
-    assert [r.id for r in report_entries(site, "date=ge2026-11-01&date=le2026-11-30")] == [ct]
+    assert {r.id for r in report_entries(site, "date=ge2026-11-01&date=le2026-11-30")} == {ct, reports_site.us_report}
     assert [r.id for r in report_entries(site, f"date=eq2026-11&patient={subject}&identifier={CT_ACCESSION}")] == [ct]
-    assert report_entries(site, "date=gt2026-11-20") == []
+    assert [r.id for r in report_entries(site, "date=gt2026-11-20")] == [reports_site.us_report]
     assert report_entries(site, "date=lt2026-11-20") == []
+    assert [r.id for r in report_entries(site, "date=&identifier=" + CT_ACCESSION)] == [ct]  # empty: not given
     assert report_entries(site, "date=ge2026-11-21&date=le2026-11-19") == []
 
 
 def test_referrer_and_emr_see_signed_reports_only(reports_site: ReportSite) -> None:
     site, ct, dx = reports_site.site, reports_site.ct_report, reports_site.dx_report
     for who in ("emr", "referrer"):
-        assert [r.id for r in report_entries(site, "", who)] == [ct], who
+        assert {r.id for r in report_entries(site, "", who)} == {ct, reports_site.us_report}, who
         assert report_entries(site, f"identifier={DX_ACCESSION}", who) == []
         outcome_of(get(site, f"DiagnosticReport/{dx}", who), 404, dx)
     for who in ("radiologist", "technologist", "admin"):
-        assert {r.id for r in report_entries(site, "", who)} == {ct, dx}, who
+        assert {r.id for r in report_entries(site, "", who)} == {ct, dx, reports_site.us_report}, who
         draft = DiagnosticReport.model_validate(get(site, f"DiagnosticReport/{dx}", who).json())
         assert draft.status == "registered" and draft.conclusion is None and draft.presentedForm is None
         assert draft.basedOn is None  # the DX study has no order here
+    # An amendment being written is not issued: everyone sees the signed version, final.
+    for who in ("emr", "referrer", "radiologist"):
+        issued = DiagnosticReport.model_validate(get(site, f"DiagnosticReport/{reports_site.us_report}", who).json())
+        assert issued.status == "final" and issued.conclusion == US_CONCLUSION, who
+        assert issued.presentedForm[0].url.endswith(f"/api/reports/{US_ACCESSION}/pdf")
     outcome_of(get(site, f"DiagnosticReport/{ct}", as_="his-vn"), 403, "results")
     outcome_of(get(site, "DiagnosticReport", as_="his-vn"), 403, "results")
     outcome_of(get(site, "DiagnosticReport", as_=None), 401)
@@ -514,6 +535,8 @@ def test_diagnostic_report_bad_requests(reports_site: ReportSite) -> None:
     outcome_of(get(site, f"DiagnosticReport?identifier={ACSN_SYSTEM}%7C"), 400, "identifier")
     outcome_of(get(site, "DiagnosticReport?status=final"), 400, "status")
     outcome_of(get(site, "DiagnosticReport?_count=0"), 400, "_count")
+    outcome_of(get(site, f"DiagnosticReport?identifier={CT_ACCESSION}&identifier={DX_ACCESSION}"), 400, "once")
+    outcome_of(get(site, f"DiagnosticReport?identifier={CT_ACCESSION},{DX_ACCESSION}"), 400, "commas")
     outcome_of(site.call("POST", "/fhir/DiagnosticReport", as_="admin", data=b"{}",
                          headers={"Content-Type": FHIR}), 405)  # fmt: skip
     assert get(site, f"DiagnosticReport/{reports_site.ct_report}").status_code == 200  # still up
