@@ -65,7 +65,7 @@ from viewer.fhir_mapping import (
     patient_resource,
     service_request,
 )
-from viewer.fhir_reports import date_range, diagnostic_report, imaging_study, token
+from viewer.fhir_reports import date_range, diagnostic_report, first, imaging_study, token
 from viewer.session import SessionRefused
 from viewer.urls import base_url
 from viewer.worklist_http import Unavailable, audit, json_body, origin, record_request, worklist
@@ -381,7 +381,7 @@ def read_study(id_: str) -> Response:
     found = [] if uid_problem(id_) else _find(Level.STUDY, _STUDY_KEYS, {"StudyInstanceUID": id_}, 1)
     if not found:
         raise NotFound(f"no ImagingStudy {id_[:64]}")
-    audit("STUDY_READ", "STUDY", id_, f"ImagingStudy/{id_} PatientID={_text(found[0], '00100020')}")
+    audit("STUDY_READ", "STUDY", id_, f"ImagingStudy/{id_} PatientID={first(found[0], '00100020')}")
     return fhir_response(_imaging_study(found[0]))
 
 
@@ -409,15 +409,15 @@ def search_studies() -> Response:
         # so the few studies of the ID are fetched and those of another issuer left out.
         keys["PatientID"] = patient.patient_id
         found = [s for s in _find(Level.STUDY, _STUDY_KEYS, keys, _MAX_COUNT)
-                 if _text(s, "00100021") == patient.issuer]  # fmt: skip
+                 if first(s, "00100021") == patient.issuer]  # fmt: skip
         total = len(found)
     else:
         found = _find(Level.STUDY, _STUDY_KEYS, keys, count)
         total = _archive().count(_query(Level.STUDY, _STUDY_KEYS, keys))
     shown = found[:count]
-    audit("STUDY_SEARCH", "STUDY", _text(shown[0], "0020000D") if len(shown) == 1 else keys.get("StudyInstanceUID", ""),
+    audit("STUDY_SEARCH", "STUDY", first(shown[0], "0020000D") if len(shown) == 1 else keys.get("StudyInstanceUID", ""),
           f"{_asked()} -> {total} matches " + " ".join(
-              f"{_text(s, '0020000D')} PatientID={_text(s, '00100020')}" for s in shown))  # fmt: skip
+              f"{first(s, '0020000D')} PatientID={first(s, '00100020')}" for s in shown))  # fmt: skip
     return _bundle([_imaging_study(s) for s in shown], total=total)
 
 
@@ -431,11 +431,11 @@ _INSTANCE_KEYS = ("SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Instanc
 
 
 def _imaging_study(study: dict[str, Any]) -> dict[str, Any]:
-    uid = _text(study, "0020000D")
+    uid = first(study, "0020000D")
     series = _find(Level.SERIES, _SERIES_KEYS, {"StudyInstanceUID": uid})
     instances = _find(Level.IMAGE, _INSTANCE_KEYS, {"StudyInstanceUID": uid})
-    accession = _text(study, "00080050")
-    pk = patient_pk(_archive().db, _text(study, "00100020"), _text(study, "00100021"))
+    accession = first(study, "00080050")
+    pk = patient_pk(_archive().db, first(study, "00100020"), first(study, "00100021"))
     return imaging_study(study, series, instances, _root(), patient_pk=pk, ordered=_has_order(accession))
 
 
@@ -493,11 +493,6 @@ def _reports() -> Reports:
     if service is None:
         raise Unavailable("reports are not running in this server")
     return service
-
-
-def _text(attrs: dict[str, Any], tag: str) -> str:
-    found = attrs.get(tag, {}).get("Value", [""])
-    return str(found[0]) if found else ""
 
 
 def _seen(views: list[ReportView]) -> str:
