@@ -49,7 +49,7 @@ class Site:
 
     def request(self, method: str, path: str, as_: str | None = "technologist", **kwargs: object) -> requests.Response:
         credentials = self.auth(as_)
-        headers = {**credentials.pop("headers", {}), **kwargs.pop("headers", {})}  # type: ignore[dict-item]
+        headers: dict[str, str] = {**credentials.pop("headers", {}), **kwargs.pop("headers", {})}  # type: ignore[dict-item]
         return requests.request(method, f"{self.url}{path}", timeout=30, headers=headers, allow_redirects=False,
                                 **credentials, **kwargs)  # type: ignore[arg-type]
 

@@ -17,7 +17,8 @@ from archive import Archive
 from archive.audit import search
 from reports.share import MAX_PIN_ATTEMPTS, split_link
 from tests.dicom_scp.helpers import stop_and_check, wait_for
-from tests.reports.share_site import CT, CT_FILES, DX, XSS_NAME, Site, image_paths, link_path, start_site
+from tests.conftest import CT_FILES
+from tests.reports.share_site import CT, DX, XSS_NAME, Site, image_paths, link_path, start_site
 
 STUDY = str(CT.StudyInstanceUID)
 PIN = "1980"
