@@ -283,7 +283,8 @@ def subject(patient: PatientDemographics, patient_pk: int | None) -> dict[str, A
         system = f"{ISSUER_PREFIX}{patient.issuer}" if patient.issuer else PATIENT_ID_SYSTEM
         reference["identifier"] = {"type": _type("MR", "Medical record number"), "system": system,
                                    "value": patient.patient_id}  # fmt: skip
-    return clean(reference)
+    # ImagingStudy.subject is required: images that name nobody still say so.
+    return clean(reference) or {"display": "Không rõ / Unknown"}
 
 
 def date_range(values: Iterable[str], name: str) -> tuple[str, str]:

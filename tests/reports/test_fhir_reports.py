@@ -38,7 +38,7 @@ from tests.dicom_scp.helpers import stop_and_check, wait_for
 from tests.reports.factory import CONCLUSION_VI, amended_view, report_view, signed_version
 from tests.viewer.helpers import http_answers
 from tests.worklist.web_helpers import Site, prepare, start_site
-from viewer.fhir_reports import date_range, diagnostic_report, token
+from viewer.fhir_reports import date_range, diagnostic_report, imaging_study, token
 
 FHIR = "application/fhir+json"
 ACSN_SYSTEM = "urn:minipacs:accession"
@@ -135,6 +135,22 @@ def test_english_report_and_html_in_the_text() -> None:
     report = DiagnosticReport.model_validate(diagnostic_report(report_view(replace(version)), BASE))
     assert "Nodule &lt;6 mm&gt; &amp; effusion" in report.text.div and "Findings" in report.text.div
     assert report.presentedForm[0].title.startswith("Radiology report") and report.language == "en"
+
+
+def test_imaging_study_of_a_bare_study() -> None:
+    """A study without accession number, patient row, order or Modality still maps to a valid ImagingStudy."""
+    study = {"0020000D": {"vr": "UI", "Value": ["1.2.3"]}, "00100010": {"vr": "PN"},
+             "00201206": {"vr": "IS", "Value": [1]}, "00201208": {"vr": "IS", "Value": [2]}}
+    series = [{"0020000E": {"vr": "UI", "Value": ["1.2.3.1"]}}]
+    instances = [{"0020000E": {"vr": "UI", "Value": ["1.2.3.1"]}, "00080018": {"vr": "UI", "Value": [f"1.2.3.1.{n}"]},
+                  "00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.7"]}} for n in (1, 2)]
+    resource = imaging_study(study, series, instances, BASE)
+    parsed = ImagingStudy.model_validate(resource)
+    assert [i.system for i in parsed.identifier] == ["urn:dicom:uid"] and parsed.basedOn is None
+    assert parsed.subject.reference is None and parsed.subject.display == "Không rõ / Unknown"
+    assert parsed.series[0].modality.code == "OT" and parsed.series[0].numberOfInstances == 2
+    assert [i.uid for i in parsed.series[0].instance] == ["1.2.3.1.1", "1.2.3.1.2"]
+    assert parsed.started is None and parsed.modality is None
 
 
 @pytest.mark.parametrize(("values", "expected"), [
