@@ -47,7 +47,19 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     add.add_argument("username", metavar="NAME", help="login name: a-z, 0-9, '.', '_', '-' (e.g. bs.lan)")
     add.add_argument("--role", required=True, choices=USER_ROLES, help="what the user may do")
     add.add_argument("--display-name", default="", metavar="TEXT", help="e.g. 'BS. Trần Thị Lan'")
+    add.add_argument("--certificate-number", default="", metavar="NUMBER",
+                     help="practising-certificate number (số chứng chỉ hành nghề) of a radiologist: "
+                     "the claim's MA_BS_DOC_KQ for the reports they sign")  # fmt: skip
     add.set_defaults(func=cmd_user_add)
+    cert = user_sub.add_parser("certificate-number", parents=[common],
+                               help="set a user's practising-certificate number (MA_BS_DOC_KQ)",
+                               description="Set (or, with \"\", clear) the practising-certificate number "
+                               "(số chứng chỉ hành nghề) a radiologist's signed reports carry on the "
+                               "health-insurance claim (MA_BS_DOC_KQ). Reports already signed keep the "
+                               "number they were signed with.")  # fmt: skip
+    cert.add_argument("username", metavar="NAME")
+    cert.add_argument("number", metavar="NUMBER", help="e.g. 003421/HCM-CCHN")
+    cert.set_defaults(func=cmd_user_certificate_number)
     passwd = user_sub.add_parser("passwd", parents=[common, password], help="set a user's password",
                                  description="Set a new password for a user.")  # fmt: skip
     passwd.add_argument("username", metavar="NAME")
@@ -100,9 +112,22 @@ def cli_origin() -> Any:
 
 def cmd_user_add(args: argparse.Namespace, settings: Settings) -> int:
     password = _read_password(args.password_stdin)
-    user = _run(settings, lambda a: a.accounts.add_user(args.username, args.role, password, cli_origin(),
-                                                        display_name=args.display_name))  # fmt: skip
+    def add(archive: Any) -> Any:
+        made = archive.accounts.add_user(args.username, args.role, password, cli_origin(),
+                                         display_name=args.display_name)  # fmt: skip
+        if args.certificate_number:
+            archive.accounts.set_practising_certificate(made.username, args.certificate_number, cli_origin())
+        return made
+
+    user = _run(settings, add)
     print(f"created user {user.username} ({user.role})")
+    return 0
+
+
+def cmd_user_certificate_number(args: argparse.Namespace, settings: Settings) -> int:
+    _run(settings, lambda a: a.accounts.set_practising_certificate(args.username, args.number, cli_origin()))
+    shown = args.number.strip() or "(none)"
+    print(f"practising-certificate number of {args.username.strip().lower()}: {shown}")
     return 0
 
 
@@ -126,9 +151,9 @@ def cmd_user_list(args: argparse.Namespace, settings: Settings) -> int:
     users = _run(settings, lambda a: a.accounts.users())
     print_table(
         "no users yet (create the first administrator with: minipacs user add admin --role admin)",
-        [("USER", 20), ("ROLE", 12), ("STATE", 8), ("PASSWORD SET", 19), ("NAME", 0)],
+        [("USER", 20), ("ROLE", 12), ("STATE", 8), ("PASSWORD SET", 19), ("CCHN", 18), ("NAME", 0)],
         [(u.username, u.role, "disabled" if u.disabled else "active", local_time(u.password_changed_at),
-          u.display_name) for u in users],
+          u.practising_certificate or "-", u.display_name) for u in users],
     )  # fmt: skip
     return 0
 

@@ -35,11 +35,35 @@ class ReportCommandError(Exception):
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the `report` command and its actions to the `minipacs` parser."""
-    report = sub.add_parser("report", help="radiology reports: check a signed report PDF",
+    report = sub.add_parser("report", help="radiology reports: list, show, save a PDF, check a signed PDF",
                             description="Radiology reports and their signed PDFs.",
-                            epilog="examples:\n  minipacs report verify XQ2612050001.pdf --trust hospital-ca.pem",
+                            epilog="examples:\n  minipacs report list --status draft\n"
+                            "  minipacs report show XQ2612050001\n"
+                            "  minipacs report pdf XQ2612050001 -o XQ2612050001.pdf\n"
+                            "  minipacs report verify XQ2612050001.pdf --trust hospital-ca.pem",
                             formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     actions = report.add_subparsers(title="actions", metavar="ACTION")
+    lst = actions.add_parser("list", parents=[common], help="list reports, newest change first",
+                             description="List reports with their status, accession number, patient and "
+                             "signer.")  # fmt: skip
+    lst.add_argument("--status", default="", choices=["", "draft", "preliminary", "final", "amended", "cancelled"])
+    lst.add_argument("--accession", default="", metavar="NUMBER")
+    lst.add_argument("--patient-id", default="", metavar="ID")
+    lst.add_argument("--limit", type=int, default=50, metavar="N", help="at most N reports (default 50)")
+    lst.set_defaults(func=cmd_report_list)
+    show = actions.add_parser("show", parents=[common], help="print a report's text and versions",
+                              description="Print a report: patient, study, the sections of a version "
+                              "(the current one by default) and the list of versions.")  # fmt: skip
+    show.add_argument("accession", metavar="ACCESSION")
+    show.add_argument("--version", type=int, default=None, metavar="N")
+    show.set_defaults(func=cmd_report_show)
+    pdf = actions.add_parser("pdf", parents=[common], help="save the signed PDF of a report",
+                             description="Write the signed PDF of a report (the newest signed version, or "
+                             "--version N) to a file, e.g. to hand to a patient or another hospital.")  # fmt: skip
+    pdf.add_argument("accession", metavar="ACCESSION")
+    pdf.add_argument("--version", type=int, default=None, metavar="N")
+    pdf.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.pdf")
+    pdf.set_defaults(func=cmd_report_pdf)
     add_verify_parser(actions, common)
     report.set_defaults(func=None, help_parser=report)
 
@@ -120,6 +144,76 @@ def _read(path: Path, limit: int, what: str) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise ReportCommandError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
+
+
+# --- report list, show, pdf -----------------------------------------------------------------
+
+
+def cmd_report_list(args: argparse.Namespace, settings: Settings) -> int:
+    from appliance.tables import print_table
+
+    if not 1 <= args.limit <= 1000:
+        raise ReportCommandError("--limit must be 1-1000")
+    views = _with_reports(settings, lambda r: r.find(status=args.status, accession=args.accession,
+                                                       patient_id=args.patient_id, limit=args.limit))  # fmt: skip
+    print_table(
+        "no reports" + (" match" if args.status or args.accession or args.patient_id else " yet"),
+        [("ACCESSION", 17), ("STATUS", 12), ("VER", 4), ("MOD", 4), ("STUDY DATE", 11), ("PATIENT ID", 14),
+         ("SIGNED BY", 0)],
+        [(v.accession_number, v.status.value, str(v.version.number), v.modality, v.study_date, v.patient.patient_id,
+          v.version.signature.display_name if v.version.signature else "-") for v in views],
+    )  # fmt: skip
+    return 0
+
+
+def cmd_report_show(args: argparse.Namespace, settings: Settings) -> int:
+    from reports.types import SECTION_TITLES, SECTIONS
+
+    view = _with_reports(settings, lambda r: r.get(args.accession, args.version))
+    v = view.version
+    print(f"report {view.accession_number}: {view.status.value} (version {v.number} is {v.status.value})")
+    print(f"patient:   {view.patient.name.replace('^', ' ')} ({view.patient.patient_id})")
+    print(f"study:     {view.study_date} {view.modality} {view.procedure_description}")
+    if v.signature:
+        s = v.signature
+        print(f"signed:    {s.display_name} (CCHN {s.certificate_number or '-'}), {s.signed_at}, "
+              f"certificate {s.x509_serial}")  # fmt: skip
+    if v.reason:
+        print(f"reason:    {v.reason}")
+    for name in SECTIONS:
+        if v.section(name).strip():
+            print(f"\n{SECTION_TITLES[v.language][name]}:\n{v.section(name)}")
+    print("\nversions:")
+    for x in view.versions:
+        signed = f", signed {x.signature.signed_at} by {x.signature.display_name}" if x.signature else ""
+        print(f"  {x.number}: {x.status.value}{signed}{': ' + x.reason if x.reason else ''}")
+    return 0
+
+
+def cmd_report_pdf(args: argparse.Namespace, settings: Settings) -> int:
+    data = _with_reports(settings, lambda r: r.pdf(args.accession, args.version))
+    try:
+        args.output.write_bytes(data)
+    except OSError as exc:
+        raise ReportCommandError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
+    print(f"wrote {args.output} ({len(data)} bytes)")
+    return 0
+
+
+def _with_reports(settings: Settings, action: Callable[[Any], Any]) -> Any:
+    from archive import ArchiveError
+    from reports.service import Reports
+
+    try:
+        archive = open_archive(settings)
+    except ServiceError as exc:
+        raise ReportCommandError(str(exc)) from exc
+    try:
+        return action(Reports(archive))
+    except ArchiveError as exc:
+        raise ReportCommandError(exc.message) from exc
+    finally:
+        archive.close()
 
 
 # --- user signing-key ----------------------------------------------------------------------
