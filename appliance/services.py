@@ -54,6 +54,11 @@ def open_archive(settings: Settings, upgrade: bool = True) -> Archive:
         # Every way in (DICOM workers, STOW in the HTTP workers, `minipacs import`)
         # reconciles new studies with the orders (worklist.reconcile).
         open_worklist(archive, settings).reconcile_ingest()
+        # Modalities' Device Serial Numbers pre-fill the device codes of the claim (MA_MAY).
+        from reports.devices import DeviceRegistry
+
+        DeviceRegistry(archive.db, archive.audit).observe_ingest(
+            archive, settings["reports.facility_code"], settings["reports.device_funding"])
     except Exception:
         archive.close()
         raise

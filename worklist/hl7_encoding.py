@@ -11,7 +11,7 @@ Vietnamese text does not need and many receivers do not undo.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 FIELD, COMPONENT, REPETITION, ESCAPE, SUBCOMPONENT = "|", "^", "~", "\\", "&"
@@ -83,6 +83,14 @@ def msh(sending_application: str, sending_facility: str, receiving_application: 
     return fields
 
 
+def numbered(name: str, values: Mapping[int, str]) -> list[str]:
+    """A segment's fields from {field number: value}; the fields not given are empty."""
+    fields = [name] + [""] * max(values, default=0)
+    for n, value in values.items():
+        fields[n] = value
+    return fields
+
+
 def segment(fields: Sequence[str]) -> str:
     """One segment: fields joined by ``|``, trailing empty fields left out."""
     return FIELD.join(fields).rstrip(FIELD)
@@ -94,4 +102,4 @@ def encode(segments: Sequence[Sequence[str]]) -> bytes:
 
 
 __all__ = ["ENCODING_CHARACTERS", "UTF8", "components", "encode", "escape", "escape_text", "msh", "name_parts",
-           "segment", "subcomponents", "timestamp", "xcn", "xpn"]  # fmt: skip
+           "numbered", "segment", "subcomponents", "timestamp", "xcn", "xpn"]  # fmt: skip
