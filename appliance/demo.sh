@@ -8,6 +8,16 @@ if ! command -v python3 >/dev/null; then
     echo "demo: python3 (3.11 or newer) is needed: apt-get install python3 python3-venv" >&2
     exit 1
 fi
+# Report PDFs embed DejaVu Sans (it covers Vietnamese); Debian ships it as fonts-dejavu-core.
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        echo "demo: installing fonts-dejavu-core (the font of report PDFs)" >&2
+        apt-get install -y -qq fonts-dejavu-core >/dev/null 2>&1 \
+            || { apt-get update -qq && apt-get install -y -qq fonts-dejavu-core >/dev/null; }
+    else
+        echo "demo: report PDFs need the DejaVu fonts: sudo apt-get install fonts-dejavu-core" >&2
+    fi
+fi
 # Install on the first run, and again when the dependencies changed (a `git pull`);
 # tests/setup.sh keeps its own stamp, which also counts.
 stamp=.venv/.minipacs-app-installed
