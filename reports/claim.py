@@ -82,8 +82,8 @@ def claim_values(view: ReportView, device: DeviceEntry | None, delivery_mode: st
     certificate = signature.certificate_number.strip()
     if not certificate:
         warnings.append(f"MA_BS_DOC_KQ: người ký {signature.username} chưa có số chứng chỉ hành nghề / the signer "
-                        f"{signature.username} had no practising-certificate number when signing: record it on "
-                        "the user and amend the report")  # fmt: skip
+                        f"{signature.username} had no practising-certificate number when signing: "
+                        f"`minipacs user certificate-number {signature.username} NUMBER`, then amend the report")  # fmt: skip
     performed_at = _minutes(view.performed.at)
     if not performed_at:
         warnings.append("NGAY_TH_YL: chưa rõ thời gian thực hiện / the time the examination was performed is "
