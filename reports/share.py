@@ -198,6 +198,11 @@ class ShareLinks:
 
     # --- signing ------------------------------------------------------------------------
 
+    @staticmethod
+    def url(info: ShareLinkInfo | SharedStudy, base_url: str) -> str:
+        """The full URL of a link (the module's `url`)."""
+        return url(info, base_url)
+
     def sign(self, token_id: str, study_uid: str, expires_at: datetime) -> str:
         message = f"{token_id}\n{study_uid}\n{_expiry_text(expires_at)}".encode()
         digest = hmac.new(self._secret, message, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
@@ -309,9 +314,9 @@ class ShareLinks:
         self._refuse_if_gone(row, address)
         return self._shared(row)
 
-    def open(self, token_id: str, signature: str, pin: str | None = None, address: str = "", *,
+    def open(self, token_id: str, signature: str, pin: str = "", address: str = "", *,
              pin_verified: bool = False, count_use: bool = True) -> SharedStudy:  # fmt: skip
-        """Open a link: every check, the PIN when it has one (None: none offered), one use counted.
+        """Open a link: every check, the PIN when it has one ("": none offered), one use counted.
 
         `pin_verified`: the caller already saw the right PIN from this browser
         (the share page's short-lived cookie). Raises LinkNotFound (404),
@@ -327,7 +332,7 @@ class ShareLinks:
                 raise self._refused(row, address, LinkLocked(
                     "too many wrong PINs: this link is locked for a while / nhập sai mã PIN quá nhiều lần, "
                     "vui lòng thử lại sau", int((locked_until - now).total_seconds()) + 1))  # fmt: skip
-            if pin is None:
+            if not pin.strip():  # an empty form costs no attempt
                 raise self._refused(row, address, PinRequired("this link needs its PIN / cần nhập mã PIN"))
             if not self._pin_matches(row.pin_hash, pin):
                 raise self._refused(row, address, self._wrong_pin(row.pk, now))

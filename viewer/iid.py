@@ -72,6 +72,12 @@ class BadRequest(ArchiveError):
     http_status = 400
 
 
+class NotLoggedIn(ArchiveError):
+    """401 without a Basic challenge: an image of the page must not pop up the browser's login dialog."""
+
+    http_status = 401
+
+
 def _archive() -> Archive:
     archive: Archive = current_app.config["ARCHIVE"]
     return archive
@@ -244,7 +250,7 @@ def thumbnail(study: str, instance: str) -> BaseResponse:
     uid = path_uid(study, "study")
     viewer = _study_viewer(uid)
     if viewer is None:
-        raise Unauthorized("log in, or open the study from the EMR again")
+        raise NotLoggedIn("log in, or open the study from the EMR again")
     g.principal = viewer
     ref = instance_ref(_archive().db, uid, path_uid(instance, "instance"))
     if ref is None:

@@ -157,7 +157,7 @@ def study_page(link: str) -> BaseResponse:
     token_id, signature = split_link(link)
     verified = _signed_for("pin", request.cookies.get(PIN_COOKIE, ""), token_id, PIN_COOKIE_SECONDS)
     try:
-        shared = _links().open(token_id, signature, None, _address(), pin_verified=verified)
+        shared = _links().open(token_id, signature, "", _address(), pin_verified=verified)
     except PinRequired:
         return _pin_form(token_id, f"{PREFIX}{link}", "", 200)
     return _render_study(shared)

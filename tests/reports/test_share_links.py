@@ -13,11 +13,24 @@ import pytest
 import requests
 from sqlalchemy import select, update
 
+from archive import Archive, Origin
 from archive.audit import search
 from archive.errors import InvalidArgument, NotFound
 from archive.models import Study
 from reports.models import ShareLink
-from reports.share import LinkGone, LinkNotFound, split_link
+from reports.share import (
+    LOCK_MINUTES,
+    MAX_PIN_ATTEMPTS,
+    LinkGone,
+    LinkLocked,
+    LinkNotFound,
+    PinRequired,
+    ShareLinks,
+    WrongPin,
+    derive_key,
+    split_link,
+)
+from tests.conftest import CT_FILES
 from tests.dicom_scp.helpers import stop_and_check, wait_for
 from tests.reports.share_site import CT, DX, Site, link_path, start_site
 
@@ -247,3 +260,47 @@ def test_ensure_for_study_reuses_the_live_link(site: Site) -> None:
     finally:
         archive.close()
     assert page(site, second.path).status_code == 200
+
+
+def test_pin_attempts_are_counted_in_the_row(archive: Archive) -> None:
+    """Five wrong PINs lock the link for 15 minutes, for every instance on the database; the lock then ends."""
+    with open(CT_FILES[0], "rb") as f:
+        archive.ingest(f, Origin("IMPORT", "", "IMPORT"))
+    now = [datetime(2026, 12, 6, 8, 0, tzinfo=UTC)]
+    key = derive_key(b"k" * 32)
+
+    def node() -> ShareLinks:  # a process of its own: nothing shared but the database and the key
+        return ShareLinks(archive.db, archive.audit, key, clock=lambda: now[0])
+
+    info = node().create(STUDY, "ktv.hoa", pin=" 1980 ")
+    assert info.has_pin
+    with pytest.raises(PinRequired):
+        node().open(info.token_id, info.signature)
+    with pytest.raises(PinRequired):
+        node().open(info.token_id, info.signature, "   ")  # an empty form costs no attempt
+    for left in range(MAX_PIN_ATTEMPTS - 1, 0, -1):
+        with pytest.raises(WrongPin, match=f"{left} tries left"):
+            node().open(info.token_id, info.signature, "1981")
+    with pytest.raises(LinkLocked) as locked:
+        node().open(info.token_id, info.signature, "1982")
+    assert locked.value.retry_after == LOCK_MINUTES * 60 and locked.value.http_status == 429
+    now[0] += timedelta(minutes=LOCK_MINUTES - 1)
+    with pytest.raises(LinkLocked):
+        node().open(info.token_id, info.signature, "1980")
+    assert node().get(info.token_id).use_count == 0
+    now[0] += timedelta(minutes=1, seconds=1)
+    opened = node().open(info.token_id, info.signature, "1980")  # spaces around a PIN do not matter
+    assert opened.study_instance_uid == STUDY and opened.has_pin
+    with pytest.raises(WrongPin, match=f"{MAX_PIN_ATTEMPTS - 1} tries left"):  # the right PIN started the count again
+        node().open(info.token_id, info.signature, "0000")
+    assert node().open(info.token_id, info.signature, pin_verified=True).token_id == info.token_id
+    stored = node().get(info.token_id)
+    assert stored.use_count == 2 and stored.locked_until is None
+    with archive.db.read() as conn:
+        pin_hash = conn.execute(select(ShareLink.pin_hash)).scalar_one()
+    assert pin_hash.startswith("$argon2id$") and "1980" not in pin_hash
+
+
+def test_a_key_shorter_than_16_bytes_is_refused(archive: Archive) -> None:
+    with pytest.raises(ValueError, match="secret"):
+        ShareLinks(archive.db, archive.audit, b"short")
