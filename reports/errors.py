@@ -29,4 +29,14 @@ class NotAllowedToSign(ReportError):
     http_status = 403
 
 
-__all__ = ["NotAllowedToSign", "ReportError", "ReportStateError", "StaleReport"]
+class SigningLocked(ReportError):
+    """Too many wrong signing PINs in a row: signing waits (a guessed PIN would forge signatures)."""
+
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+__all__ = ["NotAllowedToSign", "ReportError", "ReportStateError", "SigningLocked", "StaleReport"]

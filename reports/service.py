@@ -22,7 +22,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Connection, Table, func, insert, select, update
@@ -34,7 +34,7 @@ from archive.matching import is_date
 from archive.models import AuditEvent, Instance, Patient, Series, Study
 from archive.patients import read_patient
 from archive.text import nfc
-from reports.errors import NotAllowedToSign, ReportStateError, StaleReport
+from reports.errors import NotAllowedToSign, ReportStateError, SigningLocked, StaleReport
 from reports.models import Report, ReportVersionRow
 from reports.templates import Templates
 from reports.types import (
@@ -59,6 +59,11 @@ _MPPS = cast(Table, PerformedStep.__table__)
 _AUDIT = cast(Table, AuditEvent.__table__)
 _SERIES = cast(Table, Series.__table__)
 _INSTANCE = cast(Table, Instance.__table__)
+
+#: Wrong signing PINs allowed per radiologist within PIN_WINDOW before signing waits.
+MAX_WRONG_PINS = 5
+PIN_WINDOW = timedelta(minutes=15)
+_WRONG_PIN = "wrong signing PIN"
 
 #: Longest text a section takes (a long CT report is ~5,000 characters).
 MAX_SECTION_CHARS = 20_000
@@ -267,11 +272,13 @@ class Reports:
         status = ReportStatus.AMENDED if signed_before else ReportStatus.FINAL
         signature = Signature(actor, user.display_name, user.practising_certificate, now.isoformat())
         final = _with_version(view, replace(view.version, status=status, signature=signature))
+        self._check_pin_lock(actor, now)
         share_url = self.share_url(final, actor) if self.share_url else ""
         try:
             document = self.signer.sign(final, actor, pin, share_url)
         except Exception as exc:
-            self._refused(origin, accession, getattr(exc, "message", type(exc).__name__))
+            wrong_pin = type(exc).__name__ == "WrongSigningPin"
+            self._refused(origin, accession, _WRONG_PIN if wrong_pin else getattr(exc, "message", type(exc).__name__))
             raise
         final = _with_version(final, replace(final.version, signature=replace(
             signature, x509_serial=document.x509_serial, x509_subject=document.x509_subject)))  # fmt: skip
@@ -416,6 +423,21 @@ class Reports:
     def _name(self, username: str) -> str:
         user = self._user(username)
         return str(user.display_name) if user is not None else username
+
+    def _check_pin_lock(self, actor: str, now: datetime) -> None:
+        """SigningLocked after MAX_WRONG_PINS wrong PINs within PIN_WINDOW (counted in the audit log: every node sees it)."""
+        since = now - PIN_WINDOW
+        with self.db.read() as conn:
+            times: list[datetime] = list(conn.execute(select(_AUDIT.c.at).where(
+                _AUDIT.c.action == "REPORT SIGN", _AUDIT.c.actor == actor, _AUDIT.c.outcome == "refused",
+                _AUDIT.c.detail == _WRONG_PIN, _AUDIT.c.at >= since).order_by(_AUDIT.c.at.desc())
+                .limit(MAX_WRONG_PINS)).scalars())  # fmt: skip
+        if len(times) >= MAX_WRONG_PINS:
+            oldest = times[-1] if times[-1].tzinfo else times[-1].replace(tzinfo=UTC)
+            wait = max(1, int((oldest + PIN_WINDOW - now).total_seconds()) + 1)
+            raise SigningLocked(f"{MAX_WRONG_PINS} wrong signing PINs in a row: signing is locked for "
+                                f"{(wait + 59) // 60} minute(s); if you forgot the PIN, ask an administrator to "
+                                "install your certificate again", wait)  # fmt: skip
 
     def _refused(self, origin: Origin, accession: str, why: str) -> None:
         with self.db.write() as conn:

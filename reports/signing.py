@@ -36,12 +36,16 @@ with warnings.catch_warnings():
     from pyhanko.pdf_utils.misc import PdfError
     from pyhanko.pdf_utils.reader import PdfFileReader
     from pyhanko.sign import fields, signers
+    from pyhanko.sign.validation.errors import SignatureValidationError
     from pyhanko.sign.validation import validate_pdf_signature
     from pyhanko.sign.validation.status import SignatureCoverageLevel
     from pyhanko_certvalidator import ValidationContext
     from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 log = logging.getLogger(__name__)
+
+#: What pyHanko and asn1crypto raise on damaged input: a PDF or a signature from outside is untrusted data.
+_DAMAGE = (PdfError, ValueError, KeyError, TypeError, IndexError, AttributeError)
 
 
 class SigningError(ArchiveError):
@@ -183,8 +187,8 @@ def sign_pdf(pdf: bytes, key: SigningKey, *, reason: str, location: str, name: s
     try:
         writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
         existing = len(writer.prev.embedded_signatures)
-    except (PdfError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidPdf(f"not a PDF that can be signed: {exc}") from None
+    except _DAMAGE as exc:
+        raise InvalidPdf(f"not a PDF that can be signed: {_first_line(exc)}") from None
     meta = signers.PdfSignatureMetadata(
         field_name=f"Signature{existing + 1}", md_algorithm="sha256", subfilter=fields.SigSeedSubFilter.PADES,
         reason=reason, location=location, name=name,
@@ -192,7 +196,11 @@ def sign_pdf(pdf: bytes, key: SigningKey, *, reason: str, location: str, name: s
     # Room for the CMS: the certificates plus the signature and attributes. Saying so spares
     # pyHanko a dry-run signature to measure it (half the time of a signing).
     reserved = sum(len(c.dump()) for c in [key.signer.signing_cert, *key.signer.cert_registry]) + 8192
-    out = signers.PdfSigner(meta, signer=key.signer).sign_pdf(writer, bytes_reserved=reserved)
+    reserved += reserved % 2  # pyHanko takes an even number only
+    try:
+        out = signers.PdfSigner(meta, signer=key.signer).sign_pdf(writer, bytes_reserved=reserved)
+    except _DAMAGE as exc:  # a PDF that reads but whose structure pyHanko cannot update
+        raise InvalidPdf(f"not a PDF that can be signed: {_first_line(exc)}") from None
     signed: bytes = out.getvalue()
     log.info("PDF signed by certificate %s (%d bytes)", key.x509_serial, len(signed))
     return signed
@@ -217,13 +225,19 @@ def verify_pdf(pdf: bytes, trust_roots: Sequence[bytes]) -> Verification:
     try:
         reader = PdfFileReader(io.BytesIO(pdf), strict=False)
         signatures = reader.embedded_signatures
-    except (PdfError, ValueError, KeyError, TypeError, IndexError) as exc:
-        raise InvalidPdf(f"not a readable PDF: {exc}") from None
+    except _DAMAGE as exc:
+        raise InvalidPdf(f"not a readable PDF: {_first_line(exc)}") from None
     if not signatures:
         raise UnsignedPdf("the PDF carries no electronic signature")
     embedded = signatures[-1]
     context = ValidationContext(trust_roots=roots, allow_fetching=False, revocation_mode="soft-fail")
-    status = validate_pdf_signature(embedded, signer_validation_context=context)
+    try:
+        status = validate_pdf_signature(embedded, signer_validation_context=context)
+    except (SignatureValidationError, *_DAMAGE) as exc:
+        # A signature too damaged to evaluate (a changed byte in its CMS, its dictionary, ...).
+        return Verification(intact=False, valid=False, trusted=False, covers_whole_document=False,
+                            signer_subject="", x509_serial="", signing_time=None,
+                            detail=f"the signature cannot be read: {_first_line(exc)}")  # fmt: skip
     cert = status.signing_cert
     trusted = bool(status.trusted)
     problems = []
@@ -243,6 +257,10 @@ def verify_pdf(pdf: bytes, trust_roots: Sequence[bytes]) -> Verification:
         signer_subject=_rfc4514(cert), x509_serial=format(cert.serial_number, "x"),
         signing_time=status.signer_reported_dt, detail="; ".join(problems) or status.summary(),
     )  # fmt: skip
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _rfc4514(cert: Any) -> str:

@@ -31,15 +31,25 @@ from pydicom.dataset import Dataset
 
 from archive import Archive, InvalidQuery, query_from_identifier
 from archive.errors import InvalidArgument
+from reports.claim import claim_values
 from reports.delivery import Deliveries
+from reports.devices import DeviceRegistry
+from reports.errors import SigningLocked
 from reports.service import Reports, latest_signed
 from reports.types import ReportDraft, ReportView
 from viewer.access import check
+from viewer.errors import json_error
 from viewer.urls import base_url, path_uid
 from viewer.worklist_http import BadBody, Unavailable, audit, int_arg, json_body, origin, record_request
 
 blueprint = Blueprint("reports_api", __name__)
 blueprint.after_request(lambda response: record_request(response, "REPORTS"))
+
+
+@blueprint.errorhandler(SigningLocked)
+def _locked(exc: SigningLocked) -> Response:
+    return json_error(exc.http_status, exc.message, {"Retry-After": str(exc.retry_after)})
+
 
 _VIA = "REPORTS"
 _ACCESSION = re.compile(r"^[^\x00-\x1f\\]{1,16}$")
@@ -247,6 +257,7 @@ def report_json(view: ReportView) -> dict[str, Any]:
                       "signed_at": x.signature.signed_at if x.signature else None,
                       "signer": x.signature.display_name if x.signature else None}
                      for x in view.versions if not final_only() or x.status.is_signed],
+        "claim": claim_json(view),
         "links": {
             "self": f"{site}/api/reports/{view.accession_number}",
             "pdf": f"{site}/api/reports/{view.accession_number}/pdf" if v.status.is_signed else None,
@@ -280,9 +291,20 @@ def study_json(study: dict[str, Any]) -> dict[str, Any]:
             "pdf": f"{site}/api/reports/{shown.accession_number}/pdf" if shown.version.status.is_signed else None,
             "report": f"{site}/api/reports/{shown.accession_number}"},
         "delivery": delivered.__dict__ if delivered else None,
+        "claim": claim_json(shown) if shown is not None else None,
         "links": {"viewer": f"{site}/iid?requestType=STUDY&studyUID={uid}",
                   "dicomweb": f"{site}/dicomweb/studies/{uid}"},
     }  # fmt: skip
+
+
+def claim_json(view: ReportView) -> dict[str, Any] | None:
+    """The health-insurance claim values of a signed version (None for an open one): what the HIS's XML needs."""
+    if not view.version.status.is_signed:
+        return None
+    archive: Archive = current_app.config["ARCHIVE"]
+    device = DeviceRegistry(archive.db).get(view.performed.station_ae_title) if view.performed.station_ae_title else None
+    delivered = deliveries().latest(view.study_instance_uid)
+    return dict(claim_values(view, device, delivered.mode if delivered else ""))
 
 
 def _patient(view: ReportView) -> dict[str, Any]:

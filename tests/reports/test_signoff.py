@@ -158,3 +158,27 @@ def test_a_failing_listener_undoes_the_signature_and_its_pdf(setup: Setup) -> No
         setup.reports.pdf(ACCESSION)
     objects = [p for p in (setup.archive.objects.root / "reports").rglob("*") if p.is_file()]  # type: ignore[attr-defined]
     assert objects == []
+
+
+def test_five_wrong_pins_lock_signing_for_a_while(setup: Setup) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from archive.models import AuditEvent
+    from reports.errors import SigningLocked
+
+    draft = written(setup)
+    for _ in range(5):
+        with pytest.raises(WrongSigningPin):
+            setup.reports.sign(ACCESSION, RADIOLOGIST, "000000", draft.revision)
+    with pytest.raises(SigningLocked, match="locked") as locked:
+        setup.reports.sign(ACCESSION, RADIOLOGIST, PASSPHRASE, draft.revision)  # even the right PIN waits
+    assert 800 < locked.value.retry_after <= 901
+    # Another radiologist is not locked out.
+    setup.reports.sign(ACCESSION, OTHER_RADIOLOGIST, second_radiologist().passphrase, draft.revision)
+    # Fifteen minutes later the lock is gone (moved back in time here).
+    with setup.archive.db.write() as conn:
+        conn.execute(update(AuditEvent.__table__).values(at=datetime.now(UTC) - timedelta(minutes=16)))  # type: ignore[arg-type]
+    opened = setup.reports.amend(ACCESSION, OTHER_RADIOLOGIST, "bổ sung", setup.reports.get(ACCESSION).revision)
+    assert setup.reports.sign(ACCESSION, RADIOLOGIST, PASSPHRASE, opened.revision).status is ReportStatus.AMENDED
