@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -143,8 +144,15 @@ def _patient(cx: str) -> tuple[str, str | None]:
 
 
 def _matches() -> tuple[str, list[StudyItem], str]:
-    """(request type, matching studies, what was asked) for the IID request, or BadRequest."""
+    """(request type, matching studies, what was asked) for the IID request, or BadRequest.
+
+    STUDY: studyUID and/or accessionNumber (comma-separated lists), narrowed
+    by patientID when one is given too. PATIENT: patientID, with the optional
+    filters mostRecentResults, lowerDateTime, upperDateTime and modalitiesInStudy.
+    """
     request_type = request.args.get("requestType", "")
+    patient_id, issuer = _patient(request.args["patientID"]) if "patientID" in request.args else ("", None)
+    db = _archive().db
     if request_type == "STUDY":
         uids, accessions = _values("studyUID"), _values("accessionNumber")
         if not uids and not accessions:
@@ -155,12 +163,41 @@ def _matches() -> tuple[str, list[StudyItem], str]:
         for accession in accessions:
             if not _ACCESSION.match(accession):
                 raise BadRequest(f"accessionNumber {accession[:20]!r}: at most 16 characters")
-        found = find_studies(_archive().db, study_uids=uids, accession_numbers=accessions)
+        found = find_studies(db, study_uids=uids, accession_numbers=accessions, patient_id=patient_id, issuer=issuer)
         return "STUDY", found, ", ".join(accessions or uids)
     if request_type == "PATIENT":
-        patient_id, issuer = _patient(request.args.get("patientID", ""))
-        return "PATIENT", find_studies(_archive().db, patient_id=patient_id, issuer=issuer), patient_id
+        if not patient_id:
+            raise BadRequest("requestType=PATIENT needs patientID, e.g. BN0012345^^^BVHUYEN")
+        return "PATIENT", _patient_filters(find_studies(db, patient_id=patient_id, issuer=issuer)), patient_id
     raise BadRequest("requestType must be STUDY or PATIENT (IHE IID) / requestType phải là STUDY hoặc PATIENT")
+
+
+def _patient_filters(studies: list[StudyItem]) -> list[StudyItem]:
+    """RAD-106's PATIENT filters, on studies already sorted newest first."""
+    lower, upper = _date_time("lowerDateTime"), _date_time("upperDateTime")
+    modalities = set(_values("modalitiesInStudy"))
+    kept = [s for s in studies
+            if (not lower or f"{s.study_date}{s.study_time[:6]}" >= lower)
+            and (not upper or f"{s.study_date}{s.study_time[:6]}" <= upper)
+            and (not modalities or modalities & set(s.modalities.split("\\")))]  # fmt: skip
+    most_recent = request.args.get("mostRecentResults")
+    if most_recent is not None:
+        if not most_recent.isdigit() or not 1 <= int(most_recent) <= 1000:
+            raise BadRequest("mostRecentResults must be a whole number from 1")
+        kept = kept[: int(most_recent)]
+    return kept
+
+
+def _date_time(name: str) -> str:
+    """An ISO 8601 date-time parameter (2026-12-05T08:00:00, time optional) as YYYYMMDDHHMMSS, or ""."""
+    value = request.args.get(name)
+    if value is None:
+        return ""
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{name} {value[:40]!r} is not a date-time like 2026-12-05T08:00:00") from None
+    return moment.strftime("%Y%m%d%H%M%S")
 
 
 @blueprint.get("/iid")

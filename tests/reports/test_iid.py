@@ -84,6 +84,23 @@ def test_a_patient_request_lists_their_studies(site: Site) -> None:
     assert other_issuer.status_code == 404
 
 
+@pytest.mark.parametrize("query, found", [
+    ({"requestType": "STUDY", "studyUID": STUDY, "patientID": str(CT.PatientID)}, True),
+    ({"requestType": "STUDY", "studyUID": STUDY, "patientID": str(DX.PatientID)}, False),
+    ({"requestType": "PATIENT", "patientID": str(CT.PatientID), "modalitiesInStudy": "CT,MR"}, True),
+    ({"requestType": "PATIENT", "patientID": str(CT.PatientID), "modalitiesInStudy": "US"}, False),
+    ({"requestType": "PATIENT", "patientID": str(CT.PatientID), "lowerDateTime": "2000-01-01T00:00:00Z"}, True),
+    ({"requestType": "PATIENT", "patientID": str(CT.PatientID), "lowerDateTime": "2099-01-01"}, False),
+    ({"requestType": "PATIENT", "patientID": str(CT.PatientID), "upperDateTime": "2000-01-01T00:00:00"}, False),
+    ({"requestType": "PATIENT", "patientID": str(CT.PatientID), "mostRecentResults": "1"}, True),
+    ({"requestType": "PATIENT", "patientID": str(CT.PatientID), "viewerType": "IHE_BIR",
+      "diagnosticQuality": "true", "keyImagesOnly": "false"}, True),
+])  # fmt: skip
+def test_iid_filters(site: Site, query: dict[str, str], found: bool) -> None:
+    answer = get(site, iid(**query), logged_in(site))
+    assert answer.status_code == ((303 if query["requestType"] == "STUDY" else 200) if found else 404), answer.text
+
+
 def test_nothing_matching_is_a_clear_404_page(site: Site) -> None:
     browser = logged_in(site)
     for path in (iid(requestType="STUDY", accessionNumber="NOSUCH01"), iid(requestType="STUDY", studyUID="1.2.3.4"),
@@ -100,6 +117,9 @@ def test_nothing_matching_is_a_clear_404_page(site: Site) -> None:
     {"requestType": "STUDY", "accessionNumber": "X" * 17}, {"requestType": "PATIENT"},
     {"requestType": "PATIENT", "patientID": "^^^BVDKCG"},
     {"requestType": "STUDY", "studyUID": ",".join(["1.2.3"] * 21)},
+    {"requestType": "PATIENT", "patientID": "BN1", "lowerDateTime": "yesterday"},
+    {"requestType": "PATIENT", "patientID": "BN1", "mostRecentResults": "0"},
+    {"requestType": "STUDY", "studyUID": STUDY, "patientID": ""},
 ])  # fmt: skip
 def test_bad_parameters_are_400(site: Site, query: dict[str, str]) -> None:
     for browser in (logged_in(site), None):
