@@ -5,8 +5,11 @@ and ``GET /iid?requestType=PATIENT&patientID=ID^^^&OID&ISO`` (HL7 CX, the
 assigning authority optional) answer a page a browser follows: one study
 redirects (303) to its page ``/studies/<uid>``, several or a patient's list
 them, nothing matching is a 404 page that says so, and bad parameters a 400
-page. The Image Display actor ignores IID's display hints it does not
-implement (viewerType, diagnosticQuality, keyImagesOnly), as RAD-106 allows.
+page. A patientID given with a STUDY request must match too; PATIENT takes
+the filters mostRecentResults, lowerDateTime, upperDateTime (compared with
+the study's own date and time) and modalitiesInStudy. The display hints
+(viewerType, diagnosticQuality, keyImagesOnly) are accepted and not acted on:
+there is one page for now.
 
 Who may look: a logged-in person whose role reads results (a browser session,
 or HTTP Basic); a browser without a session is sent to ``/login-page`` and
