@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import re
 import shutil
 import subprocess
@@ -118,6 +119,26 @@ def test_a_changed_byte_is_detected(signed: bytes) -> None:
         result = verify_pdf(pdf, [ca.test_ca().pem])
         assert not result.intact and not result.ok
         assert "the signed content was changed" in result.detail
+
+
+def test_no_byte_outside_the_signature_changes_unnoticed(signed: bytes) -> None:
+    """Damage anywhere gives a verdict or a clear error, never a crash; only the signature's own hole may vary."""
+    match = re.search(rb"/ByteRange\s*\[\s*0\s+(\d+)\s+(\d+)", signed)
+    assert match
+    hole = range(int(match.group(1)), int(match.group(2)))
+    rnd = random.Random(130)
+    positions = sorted({*range(len(signed) - 600, len(signed)), *range(hole.start, hole.start + 100),
+                        *(rnd.randrange(len(signed)) for _ in range(150))})  # fmt: skip
+    verdicts = 0
+    for pos in positions:
+        damaged = signed[:pos] + bytes([signed[pos] ^ 0x55]) + signed[pos + 1:]
+        try:
+            result = verify_pdf(damaged, [ca.test_ca().pem])
+        except SigningError:  # InvalidPdf / UnsignedPdf: the damage broke the file's structure
+            continue
+        verdicts += 1
+        assert pos in hole or not result.ok, pos
+    assert verdicts > 100
 
 
 def test_content_appended_after_signing_is_reported(signed: bytes) -> None:
