@@ -258,7 +258,7 @@ def _logo(path: str) -> Image | None:
         # A bad logo setting must not stop a radiologist from signing: print without it.
         log.warning("report logo %s cannot be read as an image; printing without it", path)
         return None
-    return Image(path, width=LOGO_HEIGHT * width / height, height=LOGO_HEIGHT)
+    return Image(path, width=LOGO_HEIGHT * width / height, height=LOGO_HEIGHT, mask="auto")  # keep transparency
 
 
 def _notice(view: ReportView, labels: dict[str, str], styles: dict[str, ParagraphStyle]) -> list[Any]:
