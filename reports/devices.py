@@ -186,8 +186,9 @@ class DeviceRegistry:
         if existing is not None and existing.source == ADMIN:
             if existing.serial_number != serial:
                 log.warning("AE %s sends Device Serial Number %r, but its device code %s was set for serial %r: "
-                            "check `minipacs device list`", title, serial, existing.device_code,
-                            existing.serial_number)  # fmt: skip
+                            "if the code is right, record the serial it sends with `minipacs device add %s %s "
+                            "--serial ...`", title, serial, existing.device_code, existing.serial_number, title,
+                            existing.device_code)  # fmt: skip
             return existing
         code = auto_code(modality, serial, facility_code, funding_digit)
         entry = DeviceEntry(title, code, modality, serial, existing.description if existing else "", AUTO,

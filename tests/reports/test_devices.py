@@ -16,6 +16,7 @@ from reports.devices import ADMIN, AUTO, DeviceRegistry, auto_code, check_device
 from tests.appliance.util import assert_one_line_error, cli_env, open_archive, run_cli
 from tests.archive.helpers import ingest
 from tests.conftest import DX_FILE, US_FILES, dcmtk, start_server
+from tests.conftest import both_index_backends as index_backend  # noqa: F401  (SQLite and PostgreSQL)
 
 ADMIN_ORIGIN = Origin("cli:admin", "", "CLI")
 
