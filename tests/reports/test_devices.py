@@ -248,3 +248,19 @@ def test_minipacs_serve_pre_fills_from_a_c_store(tmp_path: Path) -> None:
     finally:
         archive.close()
     assert entry is not None and (entry.device_code, entry.source) == ("XQ.2.79001.SN-DR-88231", AUTO)
+
+
+def test_cli_lists_an_incomplete_auto_entry(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    archive = open_archive(data)
+    try:
+        registry = DeviceRegistry(archive.db)
+        registry.observe_ingest(archive, "", "1")  # reports.facility_code not set yet
+        ingest(archive, sample(), from_modality("DR_ROOM1"))
+    finally:
+        archive.close()
+    code, out, err = cli(data, "device", "list")
+    assert code == 0, err
+    row = out.splitlines()[1].split()
+    assert row[:5] == ["DR_ROOM1", "(incomplete)", "DX", "auto", "SN-DR-88231"]
