@@ -29,6 +29,7 @@ class CA:
     name: str
     key: rsa.RSAPrivateKey
     cert: x509.Certificate
+    parent: CA | None = None
 
     @property
     def pem(self) -> bytes:
@@ -60,21 +61,23 @@ def _key(label: str) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def make_ca(name: str) -> CA:
+def make_ca(name: str, parent: CA | None = None) -> CA:
+    """A root CA, or an intermediate CA under `parent` (as the national root signs a provider's CA)."""
     key = _key(f"ca:{name}")
     subject = _name(name, "minipacs test PKI")
+    issuer_name, issuer_key = (parent.cert.subject, parent.key) if parent else (subject, key)
     cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - timedelta(days=3650)).not_valid_after(NOW + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None if parent is None else 0), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
                                      data_encipherment=False, key_agreement=False, key_cert_sign=True,
                                      crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+        .sign(issuer_key, hashes.SHA256())
     )  # fmt: skip
-    return CA(name, key, cert)
+    return CA(name, key, cert, parent)
 
 
 def issue(ca: CA, common_name: str, *, not_before: datetime, not_after: datetime, signing: bool = True,
@@ -94,8 +97,12 @@ def issue(ca: CA, common_name: str, *, not_before: datetime, not_after: datetime
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
         .sign(ca.key, hashes.SHA256())
     )  # fmt: skip
+    chain, issuer = [], ca
+    while issuer is not None:  # the CA's certificates up to the root, as CAs hand them out
+        chain.append(issuer.cert)
+        issuer = issuer.parent
     data = pkcs12.serialize_key_and_certificates(
-        common_name.encode(), key, cert, [ca.cert],
+        common_name.encode(), key, cert, chain,
         serialization.BestAvailableEncryption(passphrase.encode()),
     )
     return Identity(cert, data, passphrase, ca)
@@ -112,6 +119,11 @@ def other_ca() -> CA:
 
 
 @functools.cache
+def intermediate_ca() -> CA:
+    return make_ca("minipacs Test Issuing CA", parent=test_ca())
+
+
+@functools.cache
 def radiologist() -> Identity:
     """BS. Trần Thị Lan's signing certificate, valid for a year around now."""
     return issue(test_ca(), "Tran Thi Lan", not_before=NOW - timedelta(days=30), not_after=NOW + timedelta(days=335))
@@ -121,6 +133,12 @@ def radiologist() -> Identity:
 def second_radiologist() -> Identity:
     return issue(test_ca(), "Le Van Binh", not_before=NOW - timedelta(days=30), not_after=NOW + timedelta(days=335),
                  passphrase="khac-9876")  # fmt: skip
+
+
+@functools.cache
+def issued_by_intermediate() -> Identity:
+    """Issued by an intermediate CA; the PKCS#12 carries the intermediate and the root."""
+    return issue(intermediate_ca(), "Pham Thu Ha", not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=30))
 
 
 @functools.cache

@@ -165,6 +165,15 @@ def test_another_ca_is_not_trusted(signed: bytes) -> None:
     assert verify_pdf(pdf, [ca.test_ca().pem, ca.other_ca().pem]).ok
 
 
+def test_an_intermediate_ca_in_the_pkcs12_is_embedded_so_the_root_suffices(pdf: bytes) -> None:
+    identity = ca.issued_by_intermediate()
+    signed = sign_pdf(pdf, load_identity(identity.pkcs12, identity.passphrase.encode()), reason="r", location="l",
+                      name="n")  # fmt: skip
+    result = verify_pdf(signed, [ca.test_ca().pem])
+    assert result.ok and result.signer_subject.startswith("CN=Pham Thu Ha")
+    assert not verify_pdf(signed, [ca.other_ca().pem]).trusted
+
+
 def test_identity_exposes_its_certificate() -> None:
     identity = ca.radiologist()
     key = load_identity(identity.pkcs12, identity.passphrase.encode())
