@@ -176,7 +176,9 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def _expiry_text(at: datetime) -> str:
-    return _utc(at).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # type: ignore[union-attr]
+    """The expiry as signed: UTC, to the second (PostgreSQL and SQLite give back the same text)."""
+    moment = at if at.tzinfo else at.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ShareLinks:
@@ -410,11 +412,11 @@ class ShareLinks:
         return conn.execute(self._select().where(_LINKS.c.token_id == token_id)).first()
 
     def _info(self, row: dict[str, Any], study_uid: str) -> ShareLinkInfo:
-        expires_at = _utc(row["expires_at"])
-        assert expires_at is not None
+        expires_at, created_at = _utc(row["expires_at"]), _utc(row["created_at"])
+        assert expires_at is not None and created_at is not None
         return ShareLinkInfo(
             token_id=row["token_id"], signature=self.sign(row["token_id"], study_uid, expires_at),
-            study_instance_uid=study_uid, created_by=row["created_by"], created_at=_utc(row["created_at"]),  # type: ignore[arg-type]
+            study_instance_uid=study_uid, created_by=row["created_by"], created_at=created_at,
             expires_at=expires_at, revoked_at=_utc(row["revoked_at"]), revoked_by=row["revoked_by"],
             has_pin=bool(row["pin_hash"]), use_count=int(row["use_count"]), last_used_at=_utc(row["last_used_at"]),
             locked_until=_utc(row["locked_until"]),

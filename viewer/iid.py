@@ -356,7 +356,8 @@ def make_token() -> tuple[Response, int]:
         raise Forbidden(f"the {principal.role} role may not make IID links (an emr token does)")
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not (set(body) <= {"accessionNumber", "studyUID"}) or len(body) != 1:
-        raise InvalidArgument('send a JSON object with one of accessionNumber or studyUID, e.g. {"accessionNumber": "CT001"}')
+        raise InvalidArgument("send a JSON object with one of accessionNumber or studyUID, "
+                              'e.g. {"accessionNumber": "CT001"}')  # fmt: skip
     value = next(iter(body.values()))
     if not isinstance(value, str) or not value.strip():
         raise InvalidArgument("accessionNumber or studyUID must be text")

@@ -24,13 +24,22 @@ from typing import TYPE_CHECKING, Any
 import qrcode
 from flask import Blueprint, Flask, Response, current_app, g, has_request_context, jsonify, redirect, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from werkzeug.wrappers import Response as BaseResponse
 from qrcode.constants import ERROR_CORRECT_M
+from werkzeug.wrappers import Response as BaseResponse
 
 from archive import Archive, InvalidQuery, NotFound, Origin
 from archive.errors import ArchiveError, InvalidArgument
 from archive.uids import uid_problem
-from reports.share import LinkGone, LinkLocked, PinRequired, SharedStudy, ShareLinkInfo, ShareLinks, derive_key, split_link
+from reports.share import (
+    LinkGone,
+    LinkLocked,
+    PinRequired,
+    SharedStudy,
+    ShareLinkInfo,
+    ShareLinks,
+    derive_key,
+    split_link,
+)
 from reports.share import url as link_url
 from reports.study_pages import instance_ref, study_summary
 from reports.types import SECTION_TITLES, SECTIONS, ReportView

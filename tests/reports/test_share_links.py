@@ -31,6 +31,7 @@ from reports.share import (
     split_link,
 )
 from tests.conftest import CT_FILES
+from tests.conftest import both_index_backends as index_backend  # noqa: F401  (SQLite and PostgreSQL)
 from tests.dicom_scp.helpers import stop_and_check, wait_for
 from tests.reports.share_site import CT, DX, Site, link_path, start_site
 
