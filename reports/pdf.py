@@ -176,7 +176,8 @@ def render_pdf(
         initialFontName=regular,  # no page refers to an unembedded Helvetica
     )  # fmt: skip
     created = printed_at or _signed_at(view)
-    doc.build(story, canvasmaker=_numbered_canvas(footer, labels["page"], regular, created))
+    with _build_lock:  # reportlab keeps shared state (fonts' per-document subsets, rl_config): one build at a time
+        doc.build(story, canvasmaker=_numbered_canvas(footer, labels["page"], regular, created))
     pdf = out.getvalue()
     log.info("report PDF for %s version %d: %d pages, %d bytes", view.accession_number, view.version.number,
              doc.page, len(pdf))  # fmt: skip
@@ -186,6 +187,7 @@ def render_pdf(
 # --- fonts and styles ---------------------------------------------------------------
 
 _font_lock = threading.Lock()
+_build_lock = threading.Lock()
 _registered: dict[Path, tuple[str, str]] = {}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -193,6 +194,15 @@ def test_same_view_same_bytes(tmp_path: Path) -> None:
                                                                                   share_url=SHARE_URL)  # fmt: skip
     info = poppler("pdfinfo", write(tmp_path, render_pdf(report_view(), HOSPITAL)))
     assert re.search(r"CreationDate:\s+Sat Dec\s+5 02:15:30 2026", info), info  # the signing time
+
+
+def test_renders_in_threads_are_the_same_as_alone() -> None:
+    """gunicorn's gthread workers render in threads; reportlab's shared font state must not mix documents."""
+    views = [report_view(), amended_view()] * 6
+    alone = [render_pdf(v, HOSPITAL, share_url=SHARE_URL) for v in views]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda v: render_pdf(v, HOSPITAL, share_url=SHARE_URL), views))
+    assert together == alone
 
 
 def test_a_missing_font_says_how_to_install_it(tmp_path: Path) -> None:
