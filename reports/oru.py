@@ -80,9 +80,10 @@ def build_oru(view: ReportView, *, sending_application: str, sending_facility: s
         numbered("PV1", {1: "1", 2: "U", 8: referring}),
         numbered("ORC", {1: "RE", 2: placer, 3: filler, 5: "CM", 9: signed, 12: referring}),
         numbered("OBR", {
-            1: "1", 2: placer, 3: filler, 7: observed, 16: referring, 18: escape(view.accession_number),
+            1: "1", 2: placer, 3: filler,
             4: components(view.procedure_code, view.procedure_description, view.procedure_scheme),
-            22: signed, 24: escape(view.modality), 25: status, 32: _interpreter(signature),
+            7: observed, 16: referring, 18: escape(view.accession_number), 22: signed, 24: escape(view.modality),
+            25: status, 32: _interpreter(signature),
         }),
     ]  # fmt: skip
     if version.reason:
