@@ -120,6 +120,8 @@ def wsgi_app() -> Any:
     its database connections, is opened in each worker on its first request
     (connections must not cross a fork).
     """
+    import reports.outputs  # noqa: F401  (reports and their outputs: PDF, pyHanko, highdicom, shared by the workers)
+    from appliance.report_services import open_reports
     from appliance.services import open_archive, open_worklist
     from viewer import create_app
 
@@ -136,7 +138,8 @@ def wsgi_app() -> Any:
                     archive = open_archive(settings, upgrade=False)
                     atexit.register(archive.close)  # writes queued audit events when the worker stops
                     built.clear()
-                    built[pid] = create_app(archive, web_config(settings), open_worklist(archive, settings))
+                    built[pid] = create_app(archive, web_config(settings), open_worklist(archive, settings),
+                                            open_reports(archive, settings))  # fmt: skip
                     _freeze_heap()
         return built[pid](environ, start_response)
 

@@ -38,7 +38,7 @@ class MllpPeer:
     port: int = 0
 
     def __post_init__(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server = socket.create_server(("127.0.0.1", self.port))  # 0: any free port
         self.port = int(self._server.getsockname()[1])
         self._stop = threading.Event()
         self._lock = threading.Lock()
