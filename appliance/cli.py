@@ -265,6 +265,10 @@ Workstations that retrieve (C-MOVE) must be registered first:
 DICOMweb (QIDO-RS) is at http://{target}:{settings["http.port"]}/dicomweb, for users only:
   minipacs user add admin --role admin
   curl -u admin http://{target}:{settings["http.port"]}/dicomweb/studies
+Reports (/api/reports; the EMR reads /api/studies?accession=..., /fhir/DiagnosticReport, ORU^R01 via
+reports.emr): a radiologist signs with their own certificate (a PKCS#12 from the CA; its passphrase is the PIN):
+  minipacs user add bs.lan --role radiologist --display-name "BS. Trần Thị Lan" --certificate-number 003421/HCM-CCHN
+  minipacs user signing-key bs.lan bs.lan.p12
 Stop with Ctrl+C."""
 
 
