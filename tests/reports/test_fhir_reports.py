@@ -2,8 +2,10 @@
 
 The mapping (viewer/fhir_reports.py) is checked on the factory's ReportViews;
 the endpoints against a running `minipacs serve` holding the sample CT (two
-series) and DX studies. Every answer is parsed back with fhir.resources' R4B
-models, as viewer/fhir.py answers in them.
+series) and DX studies, and for DiagnosticReport, reports written and signed
+(PAdES, the test CA) through the Reports service before the server starts.
+Every answer is parsed back with fhir.resources' R4B models, as viewer/fhir.py
+answers in them.
 """
 
 from __future__ import annotations
@@ -11,9 +13,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,11 +32,10 @@ from archive import Archive, InvalidQuery, Origin
 from archive.audit import search as audit_search
 from archive.patients import PatientDemographics
 from reports.types import ReportStatus
-from tests.conftest import CT_FILES, DX_FILE, ROOT, US_FILES, Server, free_port
+from tests.conftest import CT_FILES, DX_FILE, US_FILES
 from tests.dicom_scp.helpers import stop_and_check, wait_for
 from tests.reports.factory import CONCLUSION_VI, amended_view, report_view, signed_version
-from tests.viewer.helpers import http_answers
-from tests.worklist.web_helpers import Site, prepare, start_site
+from tests.worklist.web_helpers import Site, start_site
 from viewer.fhir_reports import date_range, diagnostic_report, imaging_study, token
 
 FHIR = "application/fhir+json"
@@ -369,7 +367,7 @@ def test_reads_are_audited(site: Site) -> None:
         archive.close()
 
 
-# --- DiagnosticReport, against gunicorn serving the app with a Reports service -------------
+# --- DiagnosticReport, against minipacs serve, reports written through the service ------------
 
 RADIOLOGIST = "bs.lan"
 CERTIFICATE = "003421/HCM-CCHN"
@@ -445,24 +443,9 @@ def _write_reports(data: Path) -> tuple[int, int, int]:
 def reports_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReportSite]:
     data = tmp_path_factory.mktemp("fhir-reports") / "data"
     ct_id, dx_id, us_id = _write_reports(data)
-    tokens = prepare(data)
-    port = free_port()
-    log_path = data.parent / "gunicorn.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4",
-             "--worker-class", "gthread", "--no-control-socket", "--graceful-timeout", "10",
-             "tests.reports.fhir_wsgi:app()"],
-            cwd=str(ROOT), env={**os.environ, "MINIPACS_TEST_DATA": str(data)}, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    server = Server(port, data, process, log_path)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: process.poll() is not None or http_answers(f"{url}/healthz"), what="gunicorn")
-        assert process.poll() is None, server.log()
-        yield ReportSite(Site(server, url, tokens), str(ct_id), str(dx_id), str(us_id))
-    finally:
-        stop_and_check(server)
+    site = start_site(data)
+    yield ReportSite(site, str(ct_id), str(dx_id), str(us_id))
+    stop_and_check(site.server)
 
 
 def report_entries(site: Site, query: str, as_: str = "emr") -> list[DiagnosticReport]:
