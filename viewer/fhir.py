@@ -15,9 +15,10 @@ in both), so those are what we validate against and answer in.
 - ``GET /fhir/Patient/<id>``; ``GET /fhir/Patient?identifier=system|value&name=&birthdate=YYYY-MM-DD&_count=``
   (name: each word a prefix of a name word, case and diacritics ignored).
 - ``GET /fhir/DiagnosticReport/<id>``; ``GET /fhir/DiagnosticReport?identifier=[system|]accession
-  &patient=Patient/<id>&date=[eq|ge|le|gt|lt]YYYY-MM-DD`` (date repeatable for a range; the study date).
+  &patient=Patient/<id>&patient.identifier=system|value&date=[eq|ge|le|gt|lt]YYYY-MM-DD`` (date
+  repeatable for a range; the study date).
 - ``GET /fhir/ImagingStudy/<Study Instance UID>``; ``GET /fhir/ImagingStudy?identifier=[system|]accession``
-  (or ``urn:dicom:uid|urn:oid:<Study Instance UID>``) ``&patient=Patient/<id>&started=[prefix]YYYY-MM-DD``.
+  (or ``urn:dicom:uid|urn:oid:<Study Instance UID>``) ``&patient=&patient.identifier=&started=[prefix]YYYY-MM-DD``.
 - ``GET /fhir/metadata``: the CapabilityStatement (fhirVersion 4.3.0, R4B).
 
 How fields map is in viewer/fhir_mapping.py and viewer/fhir_reports.py. Answers are application/fhir+json;
@@ -356,7 +357,7 @@ def read_report(id_: str) -> Response:
 
 @blueprint.get("/DiagnosticReport")
 def search_reports() -> Response:
-    params = _search_params(("identifier", "patient", "date", "_count"), repeatable=("date",))
+    params = _search_params(("identifier", "patient", "patient.identifier", "date", "_count"), repeatable=("date",))
     count = _count(params)
     low, high = date_range(request.args.getlist("date"), "date")
     system, accession = token(params["identifier"], "identifier") if "identifier" in params else ("", "")
@@ -387,7 +388,8 @@ def read_study(id_: str) -> Response:
 
 @blueprint.get("/ImagingStudy")
 def search_studies() -> Response:
-    params = _search_params(("identifier", "patient", "started", "_count"), repeatable=("started",))
+    params = _search_params(("identifier", "patient", "patient.identifier", "started", "_count"),
+                            repeatable=("started",))  # fmt: skip
     count = _count(params)
     low, high = date_range(request.args.getlist("started"), "started")
     keys: dict[str, str] = {"StudyDate": f"{low}-{high}"} if low or high else {}
@@ -519,8 +521,10 @@ def capabilities() -> Response:
         "ServiceRequest": [("identifier", "token"), ("patient", "reference"), ("patient.identifier", "token"),
                            ("status", "token")],
         "Patient": [("identifier", "token"), ("name", "string"), ("birthdate", "date")],
-        "DiagnosticReport": [("identifier", "token"), ("patient", "reference"), ("date", "date")],
-        "ImagingStudy": [("identifier", "token"), ("patient", "reference"), ("started", "date")],
+        "DiagnosticReport": [("identifier", "token"), ("patient", "reference"), ("patient.identifier", "token"),
+                             ("date", "date")],
+        "ImagingStudy": [("identifier", "token"), ("patient", "reference"), ("patient.identifier", "token"),
+                         ("started", "date")],
     }  # fmt: skip
     interactions = {"ServiceRequest": ("create", "read", "update", "search-type"),
                     "Patient": ("read", "search-type"), "DiagnosticReport": ("read", "search-type"),

@@ -300,6 +300,9 @@ def test_imaging_study_search(site: Site) -> None:
     assert study_ids(site, f"patient={patient}") == [CT_STUDY]
     assert study_ids(site, f"patient={site.url}/fhir/{patient}") == [CT_STUDY]
     assert study_ids(site, "patient=Patient/999999") == []
+    assert study_ids(site, "patient.identifier=urn:minipacs:issuer:BVDKCG|BN26001001") == [CT_STUDY]
+    assert study_ids(site, "patient.identifier=BN26001002") == [DX_STUDY]
+    assert study_ids(site, "patient.identifier=urn:minipacs:issuer:OTHER|BN26001001") == []
     assert study_ids(site, "patient=nobody") == []
 
     assert set(study_ids(site, "started=2026-11-20")) == {CT_STUDY, DX_STUDY}
@@ -341,8 +344,10 @@ def test_who_may_read_results(site: Site) -> None:
     outcome_of(get(site, "Observation", as_="emr"), 404, "DiagnosticReport")
     statement = CapabilityStatement.model_validate(get(site, "metadata", as_="emr").json())
     kinds = {r.type: r for r in statement.rest[0].resource}
-    assert {p.name for p in kinds["DiagnosticReport"].searchParam} == {"identifier", "patient", "date"}
-    assert {p.name for p in kinds["ImagingStudy"].searchParam} == {"identifier", "patient", "started"}
+    assert {p.name for p in kinds["DiagnosticReport"].searchParam} == {"identifier", "patient", "patient.identifier",
+                                                                       "date"}
+    assert {p.name for p in kinds["ImagingStudy"].searchParam} == {"identifier", "patient", "patient.identifier",
+                                                                   "started"}
 
 
 def test_reads_are_audited(site: Site) -> None:
@@ -495,6 +500,7 @@ def test_diagnostic_report_search(reports_site: ReportSite) -> None:
     subject = report_entries(site, f"identifier={CT_ACCESSION}")[0].subject.reference
     assert [r.id for r in report_entries(site, f"patient={subject}")] == [ct]
     assert report_entries(site, "patient=Patient/999999") == []
+    assert [r.id for r in report_entries(site, "patient.identifier=urn:minipacs:issuer:BVDKCG|BN26001001")] == [ct]
     assert [r.id for r in report_entries(site, "date=2026-11-20")] == [ct]
     assert {r.id for r in report_entries(site, "date=ge2026-11-01&date=le2026-11-30")} == {ct, reports_site.us_report}
     assert [r.id for r in report_entries(site, f"date=eq2026-11&patient={subject}&identifier={CT_ACCESSION}")] == [ct]
