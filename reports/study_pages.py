@@ -25,8 +25,11 @@ _ST = cast(Table, Study.__table__)
 _SE = cast(Table, Series.__table__)
 _I = cast(Table, Instance.__table__)
 
-#: SOP classes without pixels (SR, KOS, presentation states: PS3.4 B.5 1.2.840.10008.5.1.4.1.1.88.* and .11.*).
-_NO_PIXELS = ("1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.11.")
+#: SOP classes without pixels (PS3.4 B.5): structured reports and key object selections (.88.*),
+#: presentation states (.11.*), encapsulated documents such as the report's PDF (.104.*), waveforms
+#: (.9.*) and raw data (.66*).
+_NO_PIXELS = ("1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.11.", "1.2.840.10008.5.1.4.1.1.104.",
+              "1.2.840.10008.5.1.4.1.1.9.", "1.2.840.10008.5.1.4.1.1.66")  # fmt: skip
 
 
 def has_pixels(sop_class_uid: str) -> bool:

@@ -241,3 +241,69 @@ def test_the_final_report_is_on_the_page_and_its_qr_code_is_the_link(archive: Ar
     assert "Nhồi máu não cũ thùy chẩm phải." in html and "Đã chỉnh sửa" in html and "Bổ sung" in html
     assert client.get(f"{link_path(url)}/report.pdf").data == reports.pdf(ACCESSION)
 
+
+
+def test_signing_on_the_server_makes_the_link_on_the_pdf_and_the_page_shows_the_report(site: Site,
+                                                                                       tmp_path: Path) -> None:  # fmt: skip
+    """Through `minipacs serve`: sign a DX report over HTTP (reports.share_on_final is on by default)."""
+    from reports.identities import SigningIdentities
+    from tests.reports import ca
+    from tests.reports.share_site import ADMIN, PASSWORD
+
+    archive = site.server.archive()
+    try:
+        SigningIdentities(archive.db, archive.audit).install("radiologist", ca.radiologist().pkcs12, ca.PASSPHRASE,
+                                                            ADMIN)  # fmt: skip
+    finally:
+        archive.close()
+    study, accession = str(DX.StudyInstanceUID), str(DX.AccessionNumber)
+    auth = {"as_": "radiologist"}
+    created = site.request("POST", "/api/reports", json={"study_instance_uid": study, "template_id": "xq-nguc-thang-vi"},
+                           **auth)  # type: ignore[arg-type]
+    assert created.status_code == 201, created.text
+    conclusion = "Tràn dịch màng phổi phải lượng ít."
+    saved = site.request("PUT", f"/api/reports/{accession}", json={"sections": {"conclusion": conclusion}},
+                         headers={"If-Match": created.headers["ETag"]}, **auth)  # type: ignore[arg-type]
+    assert saved.status_code == 200, saved.text
+    assert site.request("GET", f"/api/share-links?study={study}").json() == {"links": []}
+    signed = site.request("POST", f"/api/reports/{accession}/sign", json={"pin": ca.PASSPHRASE,
+                          "revision": saved.json()["revision"]}, **auth)  # type: ignore[arg-type]
+    assert signed.status_code == 200, signed.text
+    [link] = site.request("GET", f"/api/share-links?study={study}").json()["links"]
+    assert link["created_by"] == "radiologist" and link["url"].startswith(f"{site.url}/s/")
+    pdf = requests.get(f"{site.url}/api/reports/{accession}/pdf", auth=("radiologist", PASSWORD), timeout=30).content
+    (tmp_path / "report.pdf").write_bytes(pdf)
+    subprocess.run(["pdftoppm", "-r", "200", "-png", "-f", "1", "-l", "1", str(tmp_path / "report.pdf"),
+                    str(tmp_path / "page")], check=True, timeout=60)  # fmt: skip
+    [png] = tmp_path.glob("page*.png")
+    read = subprocess.run(["zbarimg", "--quiet", "--raw", str(png)], capture_output=True, text=True, timeout=60)
+    assert read.stdout.strip() == link["url"]
+    path = link_path(link["url"])
+
+    def with_report_objects() -> str | None:
+        # The outbox stores the SR and the Encapsulated PDF into the study: they are no images to show.
+        series = site.request("GET", f"/dicomweb/studies/{study}/series").json()
+        if not {"SR", "DOC"} <= {s["00080060"]["Value"][0] for s in series}:
+            return None
+        answer = get(site, path)
+        return answer.text if answer.status_code == 200 else None
+
+    html = wait_for(with_report_objects, timeout=60, what="the SR and PDF in the study")
+    assert conclusion in html and "Kết luận" in html and "Conclusion" in html
+    assert len(image_paths(html)) == 1  # the DX image; not the SR, not the PDF
+    assert all(get(site, src).status_code == 200 for src in image_paths(html))
+    got = get(site, f"{path}/report.pdf")
+    assert got.status_code == 200 and got.headers["Content-Type"] == "application/pdf" and got.content == pdf
+    assert "default-src 'self'" in got.headers["Content-Security-Policy"]
+
+
+def test_share_on_final_off_leaves_the_pdf_without_a_link(archive: Archive, tmp_path: Path) -> None:
+    from reports.service import Reports
+    from viewer import create_app
+    from viewer.config import WebConfig
+
+    reports = Reports(archive)
+    create_app(archive, WebConfig(secret_file=tmp_path / "key", share_on_final=False), reports=reports)
+    assert reports.share_url is None
+    create_app(archive, WebConfig(secret_file=tmp_path / "key"), reports=reports)
+    assert reports.share_url is not None and reports.share_url(object(), "x") == ""  # type: ignore[arg-type]
