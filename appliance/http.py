@@ -191,6 +191,7 @@ def web_config(settings: Settings) -> Any:
         order_mapping=Path(settings["worklist.order_mapping"]) if settings["worklist.order_mapping"] else None,
         share_link_days=settings["reports.share_link_days"],
         share_on_final=settings["reports.share_on_final"],
+        public_url=settings["reports.public_url"].rstrip("/"),
     )
 
 

@@ -202,6 +202,7 @@ SPEC: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "reports.device_funding": ("1", _funding_digit),
     "reports.share_link_days": (30, _at_least_one),
     "reports.share_on_final": (True, _bool),
+    "reports.public_url": ("", _text),
     "log.level": ("INFO", _level),
 }
 

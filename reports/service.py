@@ -86,7 +86,9 @@ class SignedDocument:
 class DocumentSigner(Protocol):
     """Renders a version as PDF and signs it with the signer's own key (reports.signoff)."""
 
-    def sign(self, view: ReportView, username: str, pin: str, share_url: str) -> SignedDocument: ...
+    def sign(self, view: ReportView, username: str, pin: str, share_url: Callable[[], str]) -> SignedDocument:
+        """`share_url` is called only once the PIN opened the key (a refused signature makes no link)."""
+        ...
 
 
 #: The patient's link for the QR code on the PDF ("" for none): (connection, the report, actor).
@@ -273,7 +275,11 @@ class Reports:
         signature = Signature(actor, user.display_name, user.practising_certificate, now.isoformat())
         final = _with_version(view, replace(view.version, status=status, signature=signature))
         self._check_pin_lock(actor, now)
-        share_url = self.share_url(final, actor) if self.share_url else ""
+        make_link = self.share_url
+
+        def share_url() -> str:
+            return make_link(final, actor) if make_link else ""
+
         try:
             document = self.signer.sign(final, actor, pin, share_url)
         except Exception as exc:

@@ -6,6 +6,7 @@ they type at each signature; the PDF shows the certificate that signed it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from reports.identities import SigningIdentities
@@ -22,13 +23,13 @@ class PadesSigner:
         self.identities = identities
         self.hospital = hospital
 
-    def sign(self, view: ReportView, username: str, pin: str, share_url: str) -> SignedDocument:
+    def sign(self, view: ReportView, username: str, pin: str, share_url: Callable[[], str]) -> SignedDocument:
         key = self.identities.unlock(username, pin)
         signature = view.version.signature
         if signature is not None:
             signature = replace(signature, x509_serial=key.x509_serial, x509_subject=key.x509_subject)
             view = replace(view, version=replace(view.version, signature=signature))
-        pdf = render_pdf(view, self.hospital, share_url=share_url)
+        pdf = render_pdf(view, self.hospital, share_url=share_url())
         amended = view.version.status is ReportStatus.AMENDED
         reason = (f"Sửa đổi kết quả (phiên bản {view.version.number}) / Amended report" if amended
                   else "Ký kết quả chẩn đoán hình ảnh / Diagnostic imaging report sign-off")  # fmt: skip

@@ -37,6 +37,8 @@ class WebConfig:
     share_link_days: int = 30
     #: Make (or reuse) a share link for the QR code when a report is signed (reports.share_on_final).
     share_on_final: bool = True
+    #: Where patients' phones reach us (the QR code's link starts with it); "": the address the signer used.
+    public_url: str = ""
 
 
 def web_config() -> WebConfig:

@@ -243,8 +243,9 @@ def _many(level: str, **keys: str) -> Response:
 
 
 def has_pixels(ref: InstanceRef) -> bool:
-    # SR, KOS and presentation states have no image; their SOP classes are not in the storage list of images.
-    return not ref.sop_class_uid.startswith(("1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.11."))
+    # SR, KOS, presentation states and encapsulated documents (a signed report's PDF) have no image.
+    return not ref.sop_class_uid.startswith(("1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.11.",
+                                             "1.2.840.10008.5.1.4.1.1.104."))  # fmt: skip
 
 
 def _thumbnail(level: str, **keys: str) -> Response:

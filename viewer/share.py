@@ -96,20 +96,22 @@ def configure(app: Flask, config: WebConfig, reports: Reports | None = None) -> 
     links = ShareLinks(archive.db, archive.audit, derive_key(secret), default_days=config.share_link_days)
     app.config["SHARE_LINKS"] = links
     if reports is not None and config.share_on_final and reports.share_url is None:
-        reports.share_url = report_share_url(links)
+        reports.share_url = report_share_url(links, config.public_url)
 
 
-def report_share_url(links: ShareLinks) -> Callable[[ReportView, str], str]:
+def report_share_url(links: ShareLinks, public_url: str = "") -> Callable[[ReportView, str], str]:
     """The Reports service's `share_url`: the study's live link (made if none), as this request reached us.
 
-    Outside an HTTP request (the CLI) there is no address to print, so no link.
+    `public_url` (reports.public_url) is where patients' phones reach us; without it, the
+    address the signer's browser used. Outside an HTTP request and without it there is no
+    address to print, so no link.
     """
 
     def share_url(view: ReportView, actor: str) -> str:
-        if not has_request_context():
+        if not has_request_context() and not public_url:
             return ""
         info = links.ensure_for_study(None, view.study_instance_uid, actor)
-        return link_url(info, request.host_url)
+        return link_url(info, public_url or request.host_url)
 
     return share_url
 
@@ -292,11 +294,17 @@ def final_report(study_uid: str) -> ReportView | None:
 # --- the staff API -----------------------------------------------------------------------
 
 
+def _public_base() -> str:
+    """Where patients reach us: reports.public_url, else the address this request came to."""
+    config: WebConfig = current_app.config["WEB"]
+    return (config.public_url or request.host_url).rstrip("/")
+
+
 def _info_json(info: ShareLinkInfo) -> dict[str, Any]:
     base = request.host_url.rstrip("/")
     return {
         "token_id": info.token_id, "study_instance_uid": info.study_instance_uid,
-        "url": link_url(info, base), "qr_png_url": f"{base}/api/share-links/{info.token_id}/qr.png",
+        "url": link_url(info, _public_base()), "qr_png_url": f"{base}/api/share-links/{info.token_id}/qr.png",
         "created_by": info.created_by, "created_at": info.created_at.isoformat(),
         "expires_at": info.expires_at.isoformat(),
         "revoked_at": info.revoked_at.isoformat() if info.revoked_at else None, "revoked_by": info.revoked_by,
@@ -349,7 +357,7 @@ def qr_png(token_id: str) -> BaseResponse:
     if info.revoked_at is not None:
         raise LinkGone("this link was revoked: make a new one", "revoked")
     code = qrcode.QRCode(error_correction=ERROR_CORRECT_M, box_size=8, border=4)
-    code.add_data(link_url(info, request.host_url))
+    code.add_data(link_url(info, _public_base()))
     code.make(fit=True)
     buffer = io.BytesIO()
     code.make_image().save(buffer)

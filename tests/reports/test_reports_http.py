@@ -31,6 +31,7 @@ PASSWORD = "phong doc phim 2026"
 ADMIN = Origin("cli:test", "", "CLI")
 ACCESSION = "CT2611200001"
 STUDY = "2.25.201267940079897072368978825170084415160"
+PUBLIC_URL = "https://pacs.cangiuoc.example"
 CONCLUSION = "Không thấy máu tụ nội sọ. Không có đường vỡ xương sọ."
 
 
@@ -74,7 +75,8 @@ def prepare(data: Path) -> str:
 def start(data: Path, token: str, emr_port: int, images: bool = False) -> Site:
     """`minipacs serve` with its outbox to the EMR; `images`: the CT console sends three images of the study."""
     env = {"MINIPACS_REPORTS_EMR": f"127.0.0.1:{emr_port}", "MINIPACS_REPORTS_FACILITY_CODE": "79123",
-           "MINIPACS_REPORTS_HOSPITAL_NAME": "Bệnh viện Đa khoa huyện Cần Giuộc"}  # fmt: skip
+           "MINIPACS_REPORTS_HOSPITAL_NAME": "Bệnh viện Đa khoa huyện Cần Giuộc",
+           "MINIPACS_REPORTS_PUBLIC_URL": PUBLIC_URL}  # fmt: skip
     server, url = start_web_server(data, env=env)
     if images:
         dcmtk("storescu", "-aet", "CT_ROOM1", "-aec", "MINIPACS", "127.0.0.1", str(server.port), *CT_FILES[:3])
@@ -164,6 +166,10 @@ def test_write_sign_and_the_emr_gets_everything_by_accession(site: Site, emr: Ml
     assert report["version"]["sections"]["conclusion"] == CONCLUSION and report["links"]["pdf"]
     assert site.call("GET", study["links"]["viewer"].removeprefix(site.url), who="bs.lan",
                      allow_redirects=False).status_code in (302, 303)  # fmt: skip
+
+    # Signing made the patient's link, at the address phones reach (reports.public_url).
+    links = site.call("GET", f"/api/share-links?study={STUDY}", who="ktv.hoa").json()["links"]
+    assert [link["url"].startswith(PUBLIC_URL + "/s/") for link in links] == [True]
 
     # Delivery mode, for the HIS's film-free price.
     recorded = site.call("PUT", f"/api/studies/{STUDY}/delivery", who="ktv.hoa", json={"mode": "link"})
