@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from appliance.services import ServiceError, open_archive
+from appliance.services import run_on_archive
 from appliance.settings import Settings
 from appliance.tables import local_time, print_table
 
@@ -183,18 +183,7 @@ def cmd_token_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(settings: Settings, action: Callable[[Any], Any]) -> Any:
-    from archive import ArchiveError
-
-    try:
-        archive = open_archive(settings)
-    except ServiceError as exc:
-        raise AccountError(str(exc)) from exc
-    try:
-        return action(archive)
-    except ArchiveError as exc:
-        raise AccountError(exc.message) from exc
-    finally:
-        archive.close()
+    return run_on_archive(settings, action, AccountError)
 
 
 def _read_password(from_stdin: bool) -> str:

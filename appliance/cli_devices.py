@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from appliance.services import ServiceError, open_archive
+from appliance.services import run_on_archive
 from appliance.settings import Settings
 from appliance.tables import local_time, print_table
 
@@ -86,18 +86,13 @@ def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(settings: Settings, action: Callable[[Any], Any]) -> Any:
-    from archive import ArchiveError, NotFound
+    from archive import NotFound
     from reports.devices import DeviceRegistry
 
-    try:
-        archive = open_archive(settings)
-    except ServiceError as exc:
-        raise DeviceCommandError(str(exc)) from exc
-    try:
-        return action(DeviceRegistry(archive.db, archive.audit))
-    except NotFound as exc:
-        raise DeviceCommandError(f"{exc.message}; `minipacs device list` shows the device codes") from exc
-    except ArchiveError as exc:
-        raise DeviceCommandError(exc.message) from exc
-    finally:
-        archive.close()
+    def advice(exc: Any) -> str:
+        if isinstance(exc, NotFound):
+            return f"{exc.message}; `minipacs device list` shows the device codes"
+        return str(exc.message)
+
+    return run_on_archive(settings, lambda archive: action(DeviceRegistry(archive.db, archive.audit)),
+                          DeviceCommandError, advice)  # fmt: skip

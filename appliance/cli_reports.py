@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from appliance.services import ServiceError, open_archive
+from appliance.services import run_on_archive
 from appliance.settings import Settings
 
 #: For scripts: the PKCS#12 passphrase, instead of asking on the terminal.
@@ -201,19 +201,9 @@ def cmd_report_pdf(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _with_reports(settings: Settings, action: Callable[[Any], Any]) -> Any:
-    from archive import ArchiveError
     from reports.service import Reports
 
-    try:
-        archive = open_archive(settings)
-    except ServiceError as exc:
-        raise ReportCommandError(str(exc)) from exc
-    try:
-        return action(Reports(archive))
-    except ArchiveError as exc:
-        raise ReportCommandError(exc.message) from exc
-    finally:
-        archive.close()
+    return run_on_archive(settings, lambda archive: action(Reports(archive)), ReportCommandError)
 
 
 # --- user signing-key ----------------------------------------------------------------------
@@ -267,16 +257,7 @@ def _passphrase(path: Path | None) -> bytes:
 
 
 def _run(settings: Settings, action: Callable[[Any], Any]) -> Any:
-    from archive import ArchiveError
     from reports.identities import SigningIdentities
 
-    try:
-        archive = open_archive(settings)
-    except ServiceError as exc:
-        raise ReportCommandError(str(exc)) from exc
-    try:
-        return action(SigningIdentities(archive.db, archive.audit))
-    except ArchiveError as exc:
-        raise ReportCommandError(exc.message) from exc
-    finally:
-        archive.close()
+    return run_on_archive(settings, lambda archive: action(SigningIdentities(archive.db, archive.audit)),
+                          ReportCommandError)  # fmt: skip

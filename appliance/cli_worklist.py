@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from appliance.services import ServiceError, open_archive, open_worklist
+from appliance.services import ServiceError, open_worklist, run_on_archive
 from appliance.settings import Settings
 from appliance.tables import local_time, print_table
 
@@ -177,19 +177,14 @@ def cmd_outbox_retry(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(settings: Settings, action: Callable[[Any], Any]) -> Any:
-    from archive import ArchiveError
-
-    try:
-        archive = open_archive(settings)
-        worklist = open_worklist(archive, settings)
-    except ServiceError as exc:
-        raise WorklistError(str(exc)) from exc
-    try:
+    def on_worklist(archive: Any) -> Any:
+        try:
+            worklist = open_worklist(archive, settings)
+        except ServiceError as exc:
+            raise WorklistError(str(exc)) from exc
         return action(worklist)
-    except ArchiveError as exc:
-        raise WorklistError(_advice(exc)) from exc
-    finally:
-        archive.close()
+
+    return run_on_archive(settings, on_worklist, WorklistError, _advice)
 
 
 def _advice(exc: Any) -> str:

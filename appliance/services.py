@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from appliance.settings import Settings
 
 if TYPE_CHECKING:
-    from archive import Archive
+    from archive import Archive, ArchiveError
     from dicom_scp import DicomConfig
     from worklist.service import Worklist
 
@@ -63,6 +64,27 @@ def open_archive(settings: Settings, upgrade: bool = True) -> Archive:
         archive.close()
         raise
     return archive
+
+
+T = TypeVar("T")
+
+
+def run_on_archive(settings: Settings, action: Callable[[Archive], T], error: Callable[[str], Exception],
+                   advice: Callable[[ArchiveError], str] | None = None) -> T:  # fmt: skip
+    """`action(archive)` for one CLI command: the archive opened and closed around it, and what goes
+    wrong (it cannot be opened, the archive refuses) raised as `error(message)` for a one-line answer."""
+    from archive import ArchiveError
+
+    try:
+        archive = open_archive(settings)
+    except ServiceError as exc:
+        raise error(str(exc)) from exc
+    try:
+        return action(archive)
+    except ArchiveError as exc:
+        raise error(advice(exc) if advice else exc.message) from exc
+    finally:
+        archive.close()
 
 
 def open_worklist(archive: Archive, settings: Settings) -> Worklist:

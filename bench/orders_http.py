@@ -22,7 +22,7 @@ from typing import Any
 import requests
 
 from common import describe_disk, median, percentile, run_folder
-from servers import Server, start_minipacs
+from servers import Server, start_minipacs, wait_http
 
 V2 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 CLIENTS = 4
@@ -116,16 +116,7 @@ def main() -> None:
     server: Server = start_minipacs(folder)
     url = f"http://127.0.0.1:{server.http_port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("HTTP never answered")
-            time.sleep(0.1)
+        wait_http(url)
         rows = []
         for kind, label in (("json", "POST /api/orders"), ("fhir", "POST /fhir/ServiceRequest")):
             for clients in (1, CLIENTS):

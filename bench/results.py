@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 
 from common import describe_disk, median, percentile, run_folder
 from populate import populate
-from servers import Server, start_minipacs
+from servers import Server, start_minipacs, wait_http
 
 PIN = "bench-pin-2026"
 PASSWORD = "bench password 1"
@@ -123,16 +123,7 @@ def main() -> None:
     server: Server = start_minipacs(folder)
     url = f"http://127.0.0.1:{server.http_port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("HTTP never answered")
-            time.sleep(0.1)
+        wait_http(url)
         emr = requests.Session()
         emr.headers["Authorization"] = f"Bearer {token}"
         wanted = [random.Random(2).choice(signed) for _ in range(args.queries + 5)]

@@ -91,6 +91,22 @@ def echo(port: int, aet: str, timeout: float = 5) -> bool:
         assoc.release()
 
 
+def wait_http(url: str, timeout: float = 60) -> None:
+    """Until `url`/healthz answers 200 (gunicorn's workers boot after the DICOM side answers)."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"HTTP at {url} never answered")
+        time.sleep(0.1)
+
+
 def _wait_ready(server: Server, timeout: float = 60) -> Server:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -47,7 +47,7 @@ def test_user_add_list_passwd_disable_enable(tmp_path: Path) -> None:
 
     listed = minipacs(tmp_path, "user", "list")
     header, row = listed.stdout.splitlines()
-    assert header.split() == ["USER", "ROLE", "STATE", "PASSWORD", "SET", "NAME"]
+    assert header.split() == ["USER", "ROLE", "STATE", "PASSWORD", "SET", "CCHN", "NAME"]
     assert row.split()[:3] == ["bs.lan", "radiologist", "active"] and row.endswith("BS. Trần Thị Lan")
 
     assert minipacs(tmp_path, "user", "passwd", "bs.lan", "--password-stdin", stdin="mật khẩu mới dài\n").returncode == 0
