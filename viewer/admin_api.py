@@ -1,8 +1,11 @@
-"""Administration over HTTP, for administrators only: the audit log so far.
+"""Administration over HTTP, for administrators only: the audit log and the outbox.
 
 ``GET /api/audit`` answers the questions `minipacs audit` answers (who saw
 this patient, what did this user do last week) for an admin screen or a
-hospital's compliance script, as JSON.
+hospital's compliance script, as JSON. ``GET /api/outbox?state=&subject=``
+shows what waits to go out (HL7 to the HIS and EMR, report objects) and why
+it failed; ``POST /api/outbox/<n>/retry`` puts a failed message back in line,
+like `minipacs outbox list|retry`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from archive import Archive, InvalidQuery, Origin
 from archive.audit import search
 from viewer.access import allow
+from worklist.outbox import Outbox, OutboxEntry
 
 blueprint = Blueprint("admin_api", __name__)
 blueprint.before_request(allow("admin"))
@@ -49,6 +53,35 @@ def audit() -> Response:
          "uid": r.uid, "outcome": r.outcome, "detail": r.detail}
         for r in records
     ]})  # fmt: skip
+
+
+@blueprint.get("/outbox")
+def outbox() -> Response:
+    archive: Archive = current_app.config["ARCHIVE"]
+    unknown = sorted(set(request.args) - {"state", "subject", "limit"})
+    if unknown:
+        raise InvalidQuery(f"unknown parameter {unknown[0][:40]!r}: use state, subject, limit")
+    limit = request.args.get("limit", "100")
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        raise InvalidQuery("limit must be a number from 1 to 1000")
+    entries = Outbox(archive.db).entries(request.args.get("state", ""), int(limit),
+                                         request.args.get("subject", "")[:200])  # fmt: skip
+    return jsonify({"messages": [outbox_json(e) for e in entries]})
+
+
+@blueprint.post("/outbox/<int:number>/retry")
+def outbox_retry(number: int) -> Response:
+    archive: Archive = current_app.config["ARCHIVE"]
+    entry = Outbox(archive.db).retry(number)
+    archive.audit.record(Origin(g.principal.name, request.remote_addr or "", "HTTP"), "OUTBOX_RETRY", "",
+                         entry.subject, "done", f"message {number} to {entry.destination}")  # fmt: skip
+    return jsonify(outbox_json(entry))
+
+
+def outbox_json(e: OutboxEntry) -> dict[str, object]:
+    return {"number": e.pk, "destination": e.destination, "kind": e.kind, "subject": e.subject, "state": e.state,
+            "attempts": e.attempts, "next_attempt_at": e.next_attempt_at.isoformat(), "last_error": e.last_error,
+            "created_at": e.created_at.isoformat(), "sent_at": e.sent_at.isoformat() if e.sent_at else None}  # fmt: skip
 
 
 def _day(value: str | None, name: str) -> datetime | None:

@@ -38,8 +38,10 @@ from reports.errors import SigningLocked
 from reports.service import Reports, latest_signed
 from reports.types import ReportDraft, ReportView
 from viewer.access import check
+from viewer.admin_api import outbox_json
 from viewer.errors import json_error
 from viewer.urls import base_url, path_uid
+from worklist.outbox import Outbox
 from viewer.worklist_http import BadBody, Unavailable, audit, int_arg, json_body, origin, record_request
 
 blueprint = Blueprint("reports_api", __name__)
@@ -258,6 +260,7 @@ def report_json(view: ReportView) -> dict[str, Any]:
                       "signer": x.signature.display_name if x.signature else None}
                      for x in view.versions if not final_only() or x.status.is_signed],
         "claim": claim_json(view),
+        "outputs": outputs_json(view) if g.principal.role not in _FINAL_ONLY else None,
         "links": {
             "self": f"{site}/api/reports/{view.accession_number}",
             "pdf": f"{site}/api/reports/{view.accession_number}/pdf" if v.status.is_signed else None,
@@ -295,6 +298,13 @@ def study_json(study: dict[str, Any]) -> dict[str, Any]:
         "links": {"viewer": f"{site}/iid?requestType=STUDY&studyUID={uid}",
                   "dicomweb": f"{site}/dicomweb/studies/{uid}"},
     }  # fmt: skip
+
+
+def outputs_json(view: ReportView) -> list[dict[str, object]]:
+    """Where the signed versions went (ORU to the EMR, SR/PDF into the study) and whether it arrived."""
+    archive: Archive = current_app.config["ARCHIVE"]
+    entries = Outbox(archive.db).entries(subject=view.accession_number, limit=50)
+    return [outbox_json(e) for e in entries if e.kind in ("ORU^R01", "REPORT DICOM")]
 
 
 def claim_json(view: ReportView) -> dict[str, Any] | None:

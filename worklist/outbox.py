@@ -90,13 +90,15 @@ class Outbox:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def entries(self, state: str = "", limit: int = 100) -> list[OutboxEntry]:
-        """Messages, newest first; `state` pending, sent or failed narrows the list."""
+    def entries(self, state: str = "", limit: int = 100, subject: str = "") -> list[OutboxEntry]:
+        """Messages, newest first; `state` pending, sent or failed and `subject` (an accession number) narrow it."""
         if state and state not in (PENDING, SENT, FAILED):
             raise InvalidArgument(f"state {state!r} is not pending, sent or failed")
         stmt = select(*[c for c in OUTBOX.c if c.name != "payload"])
         if state:
             stmt = stmt.where(OUTBOX.c.state == state)
+        if subject:
+            stmt = stmt.where(OUTBOX.c.subject == subject)
         with self.db.read() as conn:
             rows = conn.execute(stmt.order_by(OUTBOX.c.pk.desc()).limit(limit)).all()
         return [_entry(r) for r in rows]

@@ -60,7 +60,7 @@ def prepare(data: Path) -> str:
     try:
         accounts = archive.accounts
         for name, role, display in (("bs.lan", "radiologist", "BS. Trần Thị Lan"), ("ktv.hoa", "technologist", "KTV Hoa"),
-                                    ("bs.ngoai", "referrer", "BS. Ngoại")):  # fmt: skip
+                                    ("bs.ngoai", "referrer", "BS. Ngoại"), ("admin", "admin", "Quản trị")):  # fmt: skip
             accounts.add_user(name, role, PASSWORD, ADMIN, display_name=display)
         accounts.set_practising_certificate("bs.lan", "003421/HCM-CCHN", ADMIN)
         SigningIdentities(archive.db, archive.audit).install("bs.lan", ca.radiologist().pkcs12, ca.PASSPHRASE, ADMIN)
@@ -150,6 +150,11 @@ def test_write_sign_and_the_emr_gets_everything_by_accession(site: Site, emr: Ml
         return sorted(s["00080060"]["Value"][0] for s in found if s["00080060"]["Value"][0] in ("SR", "DOC"))
 
     assert wait_for(lambda: report_series() == ["DOC", "SR"])
+
+    def outputs() -> list[tuple[str, str]]:
+        return sorted((o["kind"], o["state"]) for o in site.call("GET", f"/api/reports/{ACCESSION}").json()["outputs"])
+
+    assert wait_for(lambda: outputs() == [("ORU^R01", "sent"), ("REPORT DICOM", "sent")])
 
     # The EMR by accession number: the study, the report text, the links, the claim values.
     [study] = site.call("GET", f"/api/studies?accession={ACCESSION}", who="emr").json()
@@ -252,6 +257,13 @@ def test_an_emr_that_is_down_gets_the_result_exactly_once_after_a_restart(tmp_pa
             return int(rows[0]["attempts"]) if rows else 0
 
         wait_for(lambda: attempts() >= 1)  # tried while the EMR was down
+        # The radiologist sees that the EMR has not got it yet, and why; so does the administrator.
+        [oru] = [o for o in site.call("GET", f"/api/reports/{ACCESSION}").json()["outputs"] if o["kind"] == "ORU^R01"]
+        assert oru["state"] == "pending" and oru["destination"] == "emr" and "cannot reach" in oru["last_error"]
+        pending = site.call("GET", "/api/outbox?state=pending&subject=" + ACCESSION, who="admin").json()["messages"]
+        assert [m["number"] for m in pending] == [oru["number"]]
+        assert site.call("GET", "/api/outbox", who="bs.lan").status_code == 403
+        assert site.call("GET", "/api/outbox?state=lost", who="admin").status_code == 400
     finally:
         assert site.server.stop() == 0
     emr = MllpPeer(["AA"], port=port)
@@ -273,5 +285,11 @@ def test_an_emr_that_is_down_gets_the_result_exactly_once_after_a_restart(tmp_pa
             arc.close()
         assert row["state"] == "sent"
         assert "Traceback" not in site.server.log()
+        site = start(tmp_path / "data", token, port)
+        try:
+            again = site.call("POST", f"/api/outbox/{row['pk']}/retry", who="admin")
+            assert again.status_code == 400 and "not sent twice" in again.json()["message"]
+        finally:
+            assert site.server.stop() == 0
     finally:
         emr.close()
