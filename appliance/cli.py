@@ -154,8 +154,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") ->
     from appliance.supervisor import Supervisor
     from appliance.workers import DicomWorkers, prepare
 
+    from appliance.report_services import check_reports
+
     try:
-        senders = outbox_listeners(settings)  # HL7 status updates to the HIS, when configured
+        check_reports(settings)  # templates and outputs: refused at start, not at the first report
+        senders = outbox_listeners(settings)  # HL7 to the HIS and the EMR, report objects into the archive
     except ServiceError as exc:
         raise CommandError(str(exc)) from exc
     archive = None

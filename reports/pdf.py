@@ -33,6 +33,7 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from archive.errors import ArchiveError
 from reports.types import SECTION_TITLES, SECTIONS, Hospital, ReportStatus, ReportView
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,10 @@ LABELS: dict[str, dict[str, str]] = {
 }
 
 
-class FontMissing(RuntimeError):
+class FontMissing(ArchiveError):
     """The font that covers Vietnamese is not installed: the PDF would show boxes."""
+
+    http_status = 503
 
 
 def render_pdf(

@@ -80,3 +80,18 @@ def test_the_certificate_number_goes_on_the_next_signature(folder: Path) -> None
         assert archive.accounts.user("bs.minh").practising_certificate == "001234/BYT-CCHN"  # type: ignore[union-attr]
     finally:
         archive.close()
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"MINIPACS_REPORTS_TEMPLATES": "/nonexistent/templates"}, "does not exist (setting reports.templates)"),
+    ({"MINIPACS_REPORTS_TEMPLATES": "BAD"}, "language must be one of vi, en"),
+    ({"MINIPACS_REPORTS_DICOM": "sr,cd"}, "'cd' is not sr or pdf"),
+])  # fmt: skip
+def test_serve_refuses_report_settings_that_cannot_work(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    from tests.appliance.util import run_cli
+
+    bad = tmp_path / "BAD"
+    bad.mkdir()
+    (bad / "mine.toml").write_text('id = "mine"\nlanguage = "fr"\ntitle = "x"\n', encoding="utf-8")
+    result = run_cli("serve", "--data", "data", cwd=tmp_path, env={**cli_env(), **env})
+    assert message in assert_one_line_error(result, 1)
