@@ -61,11 +61,14 @@ class ClaimValues(TypedDict):
 
 
 def claim_values(view: ReportView, device: DeviceEntry | None, delivery_mode: str = "", *,
-                 facility_code: str = "") -> ClaimValues:  # fmt: skip
+                 facility_code: str = "", performer_code: str = "") -> ClaimValues:  # fmt: skip
     """The claim values of `view.version`; `device` is the registry entry of the study's station AE.
 
     `facility_code` (reports.facility_code) only completes the command a
-    missing device code's warning suggests.
+    missing device code's warning suggests. `performer_code` is the
+    practising-certificate number of the user the modality named as operator
+    (QĐ 130 wants the performer's code); without one, NGUOI_THUC_HIEN is the
+    name the modality sent, with a warning.
 
     Raises ReportStateError (HTTP 409) for a version that is not signed and
     ValueError for a delivery mode that is not one of DELIVERY_MODES.
@@ -88,10 +91,14 @@ def claim_values(view: ReportView, device: DeviceEntry | None, delivery_mode: st
     if not performed_at:
         warnings.append("NGAY_TH_YL: chưa rõ thời gian thực hiện / the time the examination was performed is "
                         f"unknown ({view.performed.at or 'no MPPS and no study date and time'})")  # fmt: skip
-    performer = _display_name(view.performed.performer)
+    performer = performer_code or _display_name(view.performed.performer)
     if not performer:
         warnings.append("NGUOI_THUC_HIEN: chưa rõ người thực hiện / the modality sent no operator or performing "
                         "physician name")  # fmt: skip
+    elif not performer_code:
+        warnings.append(f"NGUOI_THUC_HIEN: {performer} là tên, chưa phải mã người thực hiện / is the name the "
+                        "modality sent, not a code: give the operator a user account with the same name and "
+                        "`minipacs user certificate-number`")  # fmt: skip
     if not view.service_code:
         warnings.append(f"MA_DICH_VU: dịch vụ {view.procedure_code or '(không có chỉ định)'} chưa có mã DVKT / the "
                         "procedure has no service code: add it to the procedure catalogue (worklist.catalogue)")  # fmt: skip

@@ -523,7 +523,8 @@ def _version(row: Any) -> ReportVersion:
 
 
 def _performed(conn: Connection, study: Any, step: Any) -> Performed:
-    """MPPS when the modality sent one, else the study's own date/time and first sender."""
+    """MPPS when the modality sent one, else the first series' (operator, performed step start), the
+    study's date and time, and the AE title that sent the first image."""
     at, performer, station = "", "", ""
     if step is not None:
         mpps = conn.execute(select(_MPPS).where(_MPPS.c.step_pk == step.pk)
@@ -533,11 +534,14 @@ def _performed(conn: Connection, study: Any, step: Any) -> Performed:
             at = _json_value(attrs, "00400244") + _json_value(attrs, "00400245")[:6]
             performer = _json_value(attrs, "00081070") or _json_value(attrs, "00081050")
             station = mpps.calling_ae
-    attrs = study.attrs or {}
+    first_series = conn.execute(select(_SERIES.c.attrs).where(_SERIES.c.study_pk == study.pk)
+                                .order_by(_SERIES.c.pk).limit(1)).scalar() or {}  # fmt: skip
+    if not at and _json_value(first_series, "00400244"):
+        at = _json_value(first_series, "00400244") + _json_value(first_series, "00400245")[:6]
     if not at and study.study_date:
         at = study.study_date + (study.study_time or "")[:6]
     if not performer:
-        performer = _json_value(attrs, "00081070") or _json_value(attrs, "00081050")
+        performer = _json_value(first_series, "00081070") or _json_value(first_series, "00081050")
     if not station:
         station = conn.execute(select(_INSTANCE.c.calling_ae).join(_SERIES, _SERIES.c.pk == _INSTANCE.c.series_pk)
                                .where(_SERIES.c.study_pk == study.pk).order_by(_INSTANCE.c.pk).limit(1)

@@ -31,6 +31,7 @@ from pydicom.dataset import Dataset
 
 from archive import Archive, InvalidQuery, query_from_identifier
 from archive.errors import InvalidArgument
+from archive.text import name_key
 from reports.claim import claim_values
 from reports.delivery import Deliveries
 from reports.devices import DeviceRegistry
@@ -314,7 +315,19 @@ def claim_json(view: ReportView) -> dict[str, Any] | None:
     archive: Archive = current_app.config["ARCHIVE"]
     device = DeviceRegistry(archive.db).get(view.performed.station_ae_title) if view.performed.station_ae_title else None
     delivered = deliveries().latest(view.study_instance_uid)
-    return dict(claim_values(view, device, delivered.mode if delivered else ""))
+    return dict(claim_values(view, device, delivered.mode if delivered else "",
+                             performer_code=performer_code(archive, view.performed.performer)))  # fmt: skip
+
+
+def performer_code(archive: Archive, performer: str) -> str:
+    """The practising-certificate number of the user whose name is the one the modality sent as operator."""
+    key = name_key(performer) if performer else ""
+    if not key:
+        return ""
+    for user in archive.accounts.users():
+        if user.practising_certificate and not user.disabled and name_key(user.display_name) == key:
+            return user.practising_certificate
+    return ""
 
 
 def _patient(view: ReportView) -> dict[str, Any]:

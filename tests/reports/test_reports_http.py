@@ -16,6 +16,7 @@ from typing import Any
 import hl7
 import pytest
 import requests
+from pydicom import dcmread
 
 from archive import Archive, Origin
 from reports.identities import SigningIdentities
@@ -63,6 +64,8 @@ def prepare(data: Path) -> str:
                                     ("bs.ngoai", "referrer", "BS. Ngoại"), ("admin", "admin", "Quản trị")):  # fmt: skip
             accounts.add_user(name, role, PASSWORD, ADMIN, display_name=display)
         accounts.set_practising_certificate("bs.lan", "003421/HCM-CCHN", ADMIN)
+        accounts.add_user("ktv.hung", "technologist", PASSWORD, ADMIN, display_name="Phạm Văn Hùng")
+        accounts.set_practising_certificate("ktv.hung", "000987/HCM-CCHN", ADMIN)
         SigningIdentities(archive.db, archive.audit).install("bs.lan", ca.radiologist().pkcs12, ca.PASSPHRASE, ADMIN)
         token = accounts.create_token("emr-test", ADMIN, role="emr").secret
         Worklist(archive).create(order("HIS-77", ACCESSION, patient_id="BN26001001", procedure_code="CT-SONAO",
@@ -78,8 +81,14 @@ def start(data: Path, token: str, emr_port: int, images: bool = False) -> Site:
            "MINIPACS_REPORTS_HOSPITAL_NAME": "Bệnh viện Đa khoa huyện Cần Giuộc",
            "MINIPACS_REPORTS_PUBLIC_URL": PUBLIC_URL}  # fmt: skip
     server, url = start_web_server(data, env=env)
-    if images:
-        dcmtk("storescu", "-aet", "CT_ROOM1", "-aec", "MINIPACS", "127.0.0.1", str(server.port), *CT_FILES[:3])
+    if images:  # as the console sends them: its operator named
+        sent = []
+        for path in CT_FILES[:3]:
+            ds = dcmread(path)
+            ds.OperatorsName = "Phạm^Văn Hùng"
+            sent.append(data.parent / path.name)
+            ds.save_as(sent[-1])
+        dcmtk("storescu", "-aet", "CT_ROOM1", "-aec", "MINIPACS", "127.0.0.1", str(server.port), *sent)
     return Site(data, server, url, token)
 
 
@@ -163,7 +172,8 @@ def test_write_sign_and_the_emr_gets_everything_by_accession(site: Site, emr: Ml
     claim = study["claim"]
     assert claim["KET_LUAN"] == CONCLUSION and claim["MA_BS_DOC_KQ"] == "003421/HCM-CCHN"
     assert claim["MA_DICH_VU"] == "18.0001.0001" and len(claim["NGAY_KQ"]) == 12
-    assert claim["MA_MAY"].startswith("CL.1.79123.")  # pre-filled from the CT's Device Serial Number
+    assert claim["MA_MAY"].startswith("CL.1.79123.")
+    assert claim["NGUOI_THUC_HIEN"] == "000987/HCM-CCHN"  # the operator the console named, as a user with a CCHN  # pre-filled from the CT's Device Serial Number
     pdf = requests.get(study["report"]["pdf"], headers={"Authorization": f"Bearer {site.emr_token}"}, timeout=30)
     assert pdf.headers["Content-Type"] == "application/pdf"
     assert verify_pdf(pdf.content, [ca.test_ca().pem]).ok
