@@ -171,8 +171,8 @@ def _add_ids(conn: Connection, pk: int, ids: tuple[OtherId, ...], known: tuple[O
         ])  # fmt: skip
 
 
-def patient_attrs(demo: PatientDemographics) -> dict[str, Any]:
-    """The patient level's DICOM JSON (what C-FIND and QIDO return) for `demo`."""
+def patient_module(demo: PatientDemographics) -> Dataset:
+    """The Patient module attributes of `demo` (PS3.3 C.7.1.1), Other Patient IDs included."""
     ds = Dataset()
     ds.PatientName = demo.name
     ds.PatientID = demo.patient_id
@@ -189,7 +189,12 @@ def patient_attrs(demo: PatientDemographics) -> dict[str, Any]:
             item.TypeOfPatientID = other.type_of_id or "TEXT"
             items.append(item)
         ds.OtherPatientIDsSequence = Sequence(items)
-    result: dict[str, Any] = ds.to_json_dict()
+    return ds
+
+
+def patient_attrs(demo: PatientDemographics) -> dict[str, Any]:
+    """The patient level's DICOM JSON (what C-FIND and QIDO return) for `demo`."""
+    result: dict[str, Any] = patient_module(demo).to_json_dict()
     return result
 
 

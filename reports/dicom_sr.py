@@ -31,6 +31,7 @@ from pydicom.valuerep import DA, TM
 from archive import Archive, Origin
 from archive.ingest import StoreResult
 from archive.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from archive.patients import patient_module
 from reports.types import Hospital, ReportVersion, ReportView, Signature
 
 log = logging.getLogger(__name__)
@@ -143,24 +144,8 @@ def person_name(display_name: str) -> str:
 
 def patient_study_header(view: ReportView) -> Dataset:
     """Patient and General Study module attributes of the report's study (PS3.3 C.7.1.1, C.7.2.1)."""
-    ds = Dataset()
+    ds = patient_module(view.patient)
     ds.SpecificCharacterSet = CHARSET
-    patient = view.patient
-    ds.PatientName = patient.name
-    ds.PatientID = patient.patient_id
-    if patient.issuer:
-        ds.IssuerOfPatientID = patient.issuer
-    ds.PatientBirthDate = patient.birth_date
-    ds.PatientSex = patient.sex
-    if patient.other_ids:
-        items = []
-        for other in patient.other_ids:
-            item = Dataset()
-            item.PatientID = other.value
-            item.IssuerOfPatientID = other.issuer
-            item.TypeOfPatientID = other.type_of_id
-            items.append(item)
-        ds.OtherPatientIDsSequence = items
     ds.StudyInstanceUID = view.study_instance_uid
     ds.StudyDate = view.study_date
     ds.StudyTime = view.study_time
