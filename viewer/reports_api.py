@@ -85,7 +85,7 @@ def final_only() -> bool:
 def create() -> tuple[Response, int]:
     check("reports")
     body = _object(json_body())
-    _only(body, _DRAFT_KEYS | {"study_instance_uid"} - {"revision"})
+    _only(body, (_DRAFT_KEYS - {"revision"}) | {"study_instance_uid"})
     study_uid = path_uid(_text(body, "study_instance_uid", required=True), "study")
     audit("REPORT_CREATE", "REPORT", study_uid)
     view = reports().create(study_uid, _draft(body), g.principal.name, origin(_VIA))

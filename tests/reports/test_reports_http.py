@@ -218,6 +218,8 @@ def test_amendment_sends_a_correction_and_keeps_version_one(site: Site, emr: Mll
 def test_roles_locking_and_bad_input(site: Site) -> None:
     assert site.call("POST", "/api/reports", who="ktv.hoa", json={"study_instance_uid": STUDY}).status_code == 403
     assert site.call("POST", "/api/reports", who="emr", json={"study_instance_uid": STUDY}).status_code == 403
+    revision_on_create = site.call("POST", "/api/reports", json={"study_instance_uid": STUDY, "revision": 1})
+    assert revision_on_create.status_code == 400 and "revision" in revision_on_create.json()["message"]
     saved = draft(site)
     stale = {"If-Match": f'"r{saved.json()["id"]}-1"'}
     conflict = site.call("PUT", f"/api/reports/{ACCESSION}", headers=stale, json={"sections": {"findings": "x"}})
