@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
 from sqlalchemy import Table, insert, or_, select, union_all
+from sqlalchemy.exc import OperationalError
 
 from archive.db import Database
 from archive.models import AuditEvent, Instance, Patient, Series, Study
@@ -110,12 +112,25 @@ class AuditLog:
                 event.set()
 
     def _write(self, batch: list[dict[str, object]]) -> None:
-        try:
-            with self._db.write() as conn:
-                conn.execute(insert(_AUDIT), batch)
-        except Exception:
-            log.exception("could not write %d audit events (first: %s %s by %s)", len(batch),
-                          batch[0]["action"], batch[0]["uid"], batch[0]["actor"])  # fmt: skip
+        # A database restarting (PostgreSQL failover, a restart during an
+        # upgrade) is waited out for up to a minute rather than losing events.
+        delay = 0.5
+        for _ in range(8):
+            try:
+                with self._db.write() as conn:
+                    conn.execute(insert(_AUDIT), batch)
+                return
+            except OperationalError as exc:
+                log.warning("audit: the index database is unavailable (%s); retrying %d events in %.0f s",
+                            str(exc.orig or exc).splitlines()[0], len(batch), delay)  # fmt: skip
+                time.sleep(delay)
+                delay = min(delay * 2, 15)
+            except Exception:
+                log.exception("could not write %d audit events (first: %s %s by %s)", len(batch),
+                              batch[0]["action"], batch[0]["uid"], batch[0]["actor"])  # fmt: skip
+                return
+        log.error("could not write %d audit events (first: %s %s by %s)", len(batch),
+                  batch[0]["action"], batch[0]["uid"], batch[0]["actor"])  # fmt: skip
 
 
 @dataclass(frozen=True)

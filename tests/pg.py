@@ -91,11 +91,20 @@ class LocalPostgres:
             shutil.chown(self.socket_dir, "postgres", "postgres")
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
                   "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")  # fmt: skip
+        self._start()
+        return PostgresServer(f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres")
+
+    def _start(self) -> None:
         self.pg_ctl("start", "-w", "-o",
                     f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir} "
                     "-c fsync=off -c full_page_writes=off -c max_connections=300",
                     "-l", str(self.directory / "server.log"))  # fmt: skip
-        return PostgresServer(f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres")
+
+    def down_for(self, seconds: float) -> None:
+        """Stop (cutting every connection), stay down `seconds`, start again."""
+        self.pg_ctl("stop", "-w", "-m", "fast")
+        time.sleep(seconds)
+        self._start()
 
     def pg_ctl(self, action: str, *args: str) -> None:
         self._run(str(self.bindir / "pg_ctl"), action, "-D", str(self.data), *args)

@@ -38,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from sqlalchemy import Connection, Table, and_, exists, insert, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import aliased
 
 from archive.db import Database
@@ -239,6 +240,9 @@ class OutboxSender:
         while not self._stop.is_set():
             try:
                 self.run_once()
+            except OperationalError as exc:  # the database restarting or unreachable: expected, not a bug
+                log.warning("outbox sender: the index database is unavailable (%s); trying again shortly",
+                            str(exc.orig or exc).splitlines()[0])
             except Exception:
                 log.exception("outbox sender: unexpected error; trying again shortly")
             self._stop.wait(self.poll_seconds)

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from archive import Archive, Origin
+from archive.audit import search
 
 from tests.conftest import CT_FILES, dcmtk, free_port, start_server
 from tests.dicom_scp.helpers import findscu
@@ -68,3 +73,20 @@ def test_serve_on_postgresql_survives_a_database_restart(
     assert code == 0, server.log()
     assert "Traceback" not in server.log(), server.log()
     assert not (tmp_path / "data" / "index.sqlite").exists()
+
+
+def test_audit_events_wait_out_a_database_outage(
+    tmp_path: Path, own_postgres: tuple[LocalPostgres, PostgresServer]
+) -> None:
+    local, pg = own_postgres
+    archive = Archive.open(pg.create_database(), str(tmp_path / "objects"))
+    try:
+        down = threading.Thread(target=local.down_for, args=(2.0,))
+        down.start()
+        time.sleep(0.5)  # the server is going or gone when the event is written
+        archive.audit.record(Origin("tester", via="CLI"), "TEST", "STUDY", "1.2.3", "ok", "during the outage")
+        down.join()
+        archive.audit.flush(timeout=60)
+        assert [(e.action, e.detail) for e in search(archive.db, action="TEST")] == [("TEST", "during the outage")]
+    finally:
+        archive.close()

@@ -11,6 +11,7 @@ import hl7
 import pytest
 
 from archive import Archive, InvalidArgument, NotFound, Origin
+from archive.db import Database, make_engine
 from tests.archive.helpers import make_dataset, part10, table_rows
 from tests.conftest import dcmtk, free_port, start_server
 from tests.worklist.helpers import HIS, TECH, MllpPeer, order
@@ -198,6 +199,24 @@ def test_the_outbox_row_is_part_of_the_status_change(archive: Archive) -> None:
     with pytest.raises(Exception, match="cannot become"):
         wl.set_status("ACC001", StepStatus.IN_PROGRESS, TECH)
     assert [e.subject for e in Outbox(archive.db).entries()] == ["ACC001"]
+
+
+def test_an_unreachable_database_is_a_warning_and_the_sender_keeps_trying(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    unreachable = Database(make_engine(f"sqlite:///{tmp_path}"))  # a directory: SQLite cannot open it
+    s = OutboxSender(unreachable, {}, poll_seconds=0.05)
+    s.start()
+    try:
+        deadline = time.monotonic() + 10
+        while sum("unavailable" in r.getMessage() for r in caplog.records) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        s.stop()
+        unreachable.engine.dispose()
+    warnings = [r for r in caplog.records if r.name == "worklist.outbox"]
+    assert len(warnings) >= 2 and all(r.levelname == "WARNING" and r.exc_info is None for r in warnings)
+    assert "unable to open database file" in warnings[0].getMessage()
 
 
 def test_ack_checks() -> None:
