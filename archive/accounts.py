@@ -35,6 +35,8 @@ USER_ROLES = ("admin", "radiologist", "technologist", "referrer")
 #: Roles a token may carry: a system's own role (``emr`` reads images, ``his`` places orders),
 #: or a person's for scripts.
 TOKEN_ROLES = ("emr", "his", *USER_ROLES)
+#: Languages of the web UI.
+UI_LANGUAGES = ("vi", "en")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # Argon2 takes any length; this bounds the work a login can cause.
 TOKEN_PREFIX = "mpt_"
@@ -59,6 +61,10 @@ class User:
     password_changed_at: datetime
     #: Practising-certificate number (số chứng chỉ hành nghề); a signer's MA_BS_DOC_KQ.
     practising_certificate: str = ""
+    #: The web UI language this person chose ("vi", "en"), "" before they chose.
+    ui_language: str = ""
+    #: The viewer loads small previews only until asked (a slow provincial link).
+    low_bandwidth: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,20 @@ class Accounts:
             raise InvalidArgument("a practising-certificate number is at most 64 printable characters")
         self._update_user(name, {"practising_certificate": number})
         self._audit.record(by, "USER_CERTIFICATE_NUMBER", "USER", name, "done", number)
+
+    def set_preferences(self, username: str, *, ui_language: str | None = None,
+                        low_bandwidth: bool | None = None) -> None:  # fmt: skip
+        """The person's own UI settings; not audited (they change no one's data)."""
+        name = check_username(username)
+        values: dict[str, Any] = {}
+        if ui_language is not None:
+            if ui_language not in UI_LANGUAGES:
+                raise InvalidArgument(f"language must be one of {', '.join(UI_LANGUAGES)}")
+            values["ui_language"] = ui_language
+        if low_bandwidth is not None:
+            values["low_bandwidth"] = bool(low_bandwidth)
+        if values:
+            self._update_user(name, values)
 
     def users(self) -> list[User]:
         with self._db.read() as conn:
@@ -284,7 +304,8 @@ def _utc(moment: datetime | None) -> datetime | None:
 def _user(row: Any) -> User:
     return User(row["username"], row["display_name"], row["role"], bool(row["disabled"]),
                 cast(datetime, _utc(row["created_at"])), cast(datetime, _utc(row["password_changed_at"])),
-                row.get("practising_certificate") or "")  # fmt: skip
+                row.get("practising_certificate") or "", row.get("ui_language") or "",
+                bool(row.get("low_bandwidth")))  # fmt: skip
 
 
 def _token(row: Any) -> Token:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Text,
     text,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -238,6 +239,10 @@ class UserAccount(Base):
     password_changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     #: Practising-certificate number (số chứng chỉ hành nghề): the claim's MA_BS_DOC_KQ for a signer.
     practising_certificate: Mapped[str] = mapped_column(String(64), server_default=text("''"))
+    #: The web UI's language ("vi" or "en"; "" until the person picks one), remembered across logins.
+    ui_language: Mapped[str] = mapped_column(String(8), server_default=text("''"))
+    #: The viewer's low-bandwidth mode: small JPEG previews only until the person asks for full quality.
+    low_bandwidth: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class ApiToken(Base):

@@ -18,6 +18,8 @@ command -v pdftotext >/dev/null || need_apt+=(poppler-utils)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
 # Share-link QR codes: zbarimg (ZBar) reads them back.
 command -v zbarimg >/dev/null || need_apt+=(zbar-tools)
+# The web UI tests: Playwright drives Debian's Chromium (tests/ui/browser.py), never a downloaded one.
+[ -x /usr/lib/chromium/chromium ] || need_apt+=(chromium)
 for pkg in "$@"; do  # extra Debian packages a caller needs (e.g. orthanc for bench/)
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

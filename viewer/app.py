@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, jsonify, redirect, request
+from werkzeug.wrappers import Response as BaseResponse
 
 from archive import Archive
 from viewer import admin_api, cors, errors, qido, rendered, session, wado, wado_uri
 from viewer import fhir, orders_api, reports_api, stow, worklist_api
-from viewer import iid, pages, share
+from viewer import i18n, iid, pages, share, ui
 from viewer.access import ANONYMOUS as ANONYMOUS_ROLE
 from viewer.auth import CHALLENGE, Authenticator, Principal, Throttled, Unauthorized
 from viewer.config import WebConfig
@@ -21,10 +22,10 @@ if TYPE_CHECKING:
     from reports.service import Reports
 
 #: Paths anyone may call: they show no patient data.
-ANONYMOUS = frozenset({"/healthz", "/login"})
+ANONYMOUS = frozenset({"/healthz", "/login", "/"})
 #: Pages that find out who is asking themselves: a patient's share link (the link is the key),
 #: IID and its login page (a browser without a session is sent to log in, not answered 401).
-_OWN_VISITOR_PREFIXES = (share.PREFIX, pages.ASSETS_PREFIX, *iid.PREFIXES)
+_OWN_VISITOR_PREFIXES = (share.PREFIX, pages.ASSETS_PREFIX, *iid.PREFIXES, *ui.PREFIXES)
 #: What http.anonymous_read opens to callers without credentials: reading images, nothing else.
 _ANONYMOUS_READ_PREFIXES = ("/dicomweb/", "/wado")
 
@@ -46,6 +47,7 @@ def create_app(archive: Archive, config: WebConfig | None = None, worklist: Work
     app.config["AUTHENTICATOR"] = authenticator
     app.config["RENDER_CACHE"] = RenderCache(config.cache_dir, config.cache_bytes) if config.cache_dir else None
     session.configure(app, config.secret_file)
+    i18n.configure(app)
     errors.register(app)
 
     @app.errorhandler(Unauthorized)
@@ -79,6 +81,11 @@ def create_app(archive: Archive, config: WebConfig | None = None, worklist: Work
         cors.add_headers(response, config.cors_origins)
         return response
 
+    @app.get("/")
+    def root() -> BaseResponse:
+        """A person typing the server's address lands on their start page (or the login page)."""
+        return pages.secure(redirect("/ui/", 303))
+
     @app.get("/healthz")
     def healthz() -> Response:
         stats = archive.statistics()
@@ -101,6 +108,7 @@ def create_app(archive: Archive, config: WebConfig | None = None, worklist: Work
     app.register_blueprint(share.api, url_prefix="/api/share-links")
     app.register_blueprint(iid.blueprint)
     app.register_blueprint(iid.api, url_prefix="/api/iid-tokens")
+    ui.register(app)
     return app
 
 

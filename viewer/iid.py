@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, request
+from flask_babel import gettext as _
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -52,6 +53,7 @@ from viewer.rendered import image_response
 from viewer.session import SessionRefused, principal_from_session
 from viewer.session import login as session_login
 from viewer.share import final_report
+from viewer.ui import base as ui_base
 from viewer.urls import path_uid
 
 log = logging.getLogger(__name__)
@@ -314,7 +316,7 @@ def _next_path(value: str | None) -> str:
 
 def _login_form(next_path: str, message: str = "", status: int = 200) -> BaseResponse:
     token = secrets.token_urlsafe(24)
-    response = page("iid/login.html", status, next_path=next_path, message=message, csrf_token=token)
+    response = ui_base.render("ui/login.html", status, next_path=next_path, message=message, login_csrf=token)
     response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=3600, path="/login-page", httponly=True, samesite="Strict",
                         secure=request.is_secure)  # fmt: skip
     return response
@@ -331,18 +333,15 @@ def login_form_posted() -> BaseResponse:
     next_path = _next_path(request.form.get("next"))
     sent, expected = request.form.get("csrf_token", ""), request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not secrets.compare_digest(sent.encode(), expected.encode()):
-        return _login_form(next_path, "Trang đăng nhập đã hết hạn, vui lòng thử lại. / "
-                           "The login page expired: please try again.", 403)  # fmt: skip
+        return _login_form(next_path, _("The login page expired: please try again."), 403)
     try:
         session_login()
     except Unauthorized:
-        return _login_form(next_path, "Sai tên đăng nhập hoặc mật khẩu. / Wrong user name or password.", 401)
+        return _login_form(next_path, _("Wrong user name or password."), 401)
     except Throttled as exc:
-        return _login_form(next_path, f"Đăng nhập sai quá nhiều lần, thử lại sau {exc.retry_after} giây. / "
-                           f"Too many failed logins: try again in {exc.retry_after} s.", 429)  # fmt: skip
-    if not next_path:
-        return page("message.html", title_vi="Đã đăng nhập", title_en="Logged in", message="")
-    return secure(redirect(next_path, 303))
+        return _login_form(next_path, _("Too many failed logins: try again in %(seconds)d s.",
+                                        seconds=exc.retry_after), 429)  # fmt: skip
+    return secure(redirect(next_path or ui_base.PREFIX, 303))
 
 
 # --- the EMR's token API ------------------------------------------------------------------------

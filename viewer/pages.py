@@ -8,22 +8,55 @@ send a Referer: a share link's URL is its secret.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
-from flask import Blueprint, Response, render_template
+from flask import Blueprint, Response, render_template, request, send_from_directory
+from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response as BaseResponse
 
 #: Any response (Flask's, or a werkzeug redirect).
 R = TypeVar("R", bound=BaseResponse)
 
-blueprint = Blueprint("pages", __name__, static_folder="static", static_url_path="/assets")
+blueprint = Blueprint("pages", __name__)
 
 #: Paths of the stylesheet and scripts: not patient data, served to anyone.
 ASSETS_PREFIX = "/assets/"
+STATIC = Path(__file__).with_name("static")
+#: A versioned asset (``?v=<hash of its content>``) never changes: browsers keep it a year.
+_IMMUTABLE = 365 * 86400
 
 CSP = ("default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'; object-src 'none'")  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _content_hash(name: str, mtime_ns: int) -> str:
+    return hashlib.sha256((STATIC / name).read_bytes()).hexdigest()[:16]
+
+
+def asset_url(name: str) -> str:
+    """``/assets/<name>?v=<content hash>``: cached for good, and a new release changes the URL."""
+    path = STATIC / name
+    return f"{ASSETS_PREFIX}{name}?v={_content_hash(name, path.stat().st_mtime_ns)}"
+
+
+@blueprint.get("/assets/<path:name>")
+def asset(name: str) -> Response:
+    try:
+        path = (STATIC / name).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise NotFound("no such file") from None
+    if STATIC.resolve() not in path.parents or not path.is_file():
+        raise NotFound("no such file")
+    versioned = request.args.get("v") == _content_hash(name, path.stat().st_mtime_ns)
+    response = send_from_directory(STATIC, name, max_age=_IMMUTABLE if versioned else 0)
+    response.headers["Cache-Control"] = (f"public, max-age={_IMMUTABLE}, immutable" if versioned
+                                         else "no-cache")  # fmt: skip
+    return response
 
 
 def page(template: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any) -> Response:
