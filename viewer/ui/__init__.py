@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from viewer.ui import admin, base, studies, study_viewer, technologist
+from viewer.ui import admin, base, report_page, studies, study_viewer, technologist
 
 #: Paths whose pages find out who is asking themselves (a browser without a session is sent to log in).
 PREFIXES = (base.PREFIX,)
@@ -21,4 +21,5 @@ def register(app: Flask) -> None:
     app.register_blueprint(studies.blueprint, url_prefix="/ui/studies")
     app.register_blueprint(technologist.blueprint, url_prefix="/ui/worklist")
     app.register_blueprint(admin.blueprint, url_prefix="/ui/admin")
+    app.register_blueprint(report_page.blueprint, url_prefix="/ui/report")
     app.register_blueprint(study_viewer.blueprint)

@@ -1,0 +1,2 @@
+// The report panel: being built (issue 6).
+"use strict";
