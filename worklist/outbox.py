@@ -23,8 +23,10 @@ the change that asked for it (a signed report's DICOM SR stored into its
 study): `handlers` maps such a destination to a function that does the work
 and raises DeliveryError (or anything else) to be retried the same way.
 
-One sender per database: the supervisor of `minipacs serve` runs it. Several
-nodes on one PostgreSQL would each need to claim rows (not done here).
+One sender per archive: every `minipacs serve` starts one, and the one that
+holds the database lease "outbox" (archive/lease.py) sends while the others
+stand by; when that node stops or loses the database another takes over
+within a poll. Order per subject thus holds across nodes too.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import aliased
 
 from archive.db import Database
+from archive.lease import Lease
 from archive.errors import InvalidArgument, NotFound
 from worklist.models import OutboxMessage
 
@@ -223,6 +226,7 @@ class OutboxSender:
         self.batch = batch
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.lease = Lease(db, "outbox")
 
     def start(self) -> None:
         self._stop.clear()
@@ -237,15 +241,24 @@ class OutboxSender:
             self._thread = None
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except OperationalError as exc:  # the database restarting or unreachable: expected, not a bug
-                log.warning("outbox sender: the index database is unavailable (%s); trying again shortly",
-                            str(exc.orig or exc).splitlines()[0])
-            except Exception:
-                log.exception("outbox sender: unexpected error; trying again shortly")
-            self._stop.wait(self.poll_seconds)
+        standing_by = False
+        try:
+            while not self._stop.is_set():
+                try:
+                    if self.lease.held():
+                        standing_by = False
+                        self.run_once()
+                    elif not standing_by:
+                        standing_by = True
+                        log.info("outbox sender: another node sends; standing by")
+                except OperationalError as exc:  # the database restarting or unreachable: expected, not a bug
+                    log.warning("outbox sender: the index database is unavailable (%s); trying again shortly",
+                                str(exc.orig or exc).splitlines()[0])
+                except Exception:
+                    log.exception("outbox sender: unexpected error; trying again shortly")
+                self._stop.wait(self.poll_seconds)
+        finally:
+            self.lease.release()
 
     def run_once(self, now: datetime | None = None) -> int:
         """Send every due message once; returns how many were acknowledged."""
