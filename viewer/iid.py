@@ -19,9 +19,8 @@ study only; following it sets a signed cookie scoped to that study's page
 (``Path=/studies/<uid>``) for half an hour, so the page and its thumbnails
 load in that browser and nothing else does.
 
-``/studies/<uid>`` is, for now, a simple server-rendered page: the patient,
-the series as thumbnails, the signed report. The full viewer (issue 6)
-replaces the template; the URL stays.
+``/studies/<uid>`` is the study viewer (viewer/ui/study_viewer.py): it asks
+`study_visitor` who may look, for the page and for every image it loads.
 """
 
 from __future__ import annotations
@@ -42,19 +41,13 @@ from archive import Archive, NotFound, Origin
 from archive.errors import ArchiveError, InvalidArgument
 from archive.uids import uid_problem
 from reports.share import derive_key
-from reports.study_pages import StudyItem, find_studies, instance_ref, study_summary
-from reports.types import SECTION_TITLES, SECTIONS
-from viewer import render
+from reports.study_pages import StudyItem, find_studies
 from viewer.access import ROLES, Forbidden, allow
 from viewer.auth import Authenticator, Principal, Throttled, Unauthorized
-from viewer.errors import json_error
 from viewer.pages import page, secure
-from viewer.rendered import image_response
 from viewer.session import SessionRefused, principal_from_session
 from viewer.session import login as session_login
-from viewer.share import final_report
 from viewer.ui import base as ui_base
-from viewer.urls import path_uid
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +69,6 @@ _ACCESSION = re.compile(r"^[^\\\x00-\x1f]{1,16}$")
 
 class BadRequest(ArchiveError):
     http_status = 400
-
-
-class NotLoggedIn(ArchiveError):
-    """401 without a Basic challenge: an image of the page must not pop up the browser's login dialog."""
-
-    http_status = 401
 
 
 def _archive() -> Archive:
@@ -117,8 +104,6 @@ def _audit(principal: Principal, action: str, level: str, uid: str, outcome: str
 
 @blueprint.errorhandler(ArchiveError)
 def refused(exc: ArchiveError) -> BaseResponse:
-    if request.endpoint == "iid.thumbnail":
-        return secure(json_error(exc.http_status, exc.message))
     titles = {400: ("Yêu cầu không hợp lệ", "Bad request"), 403: ("Không được phép", "Not allowed"),
               404: ("Không tìm thấy", "Not found")}  # fmt: skip
     title_vi, title_en = titles.get(exc.http_status, ("Lỗi", "Error"))
@@ -252,11 +237,12 @@ def _with_token(token: str) -> BaseResponse:
     return secure(response)
 
 
-# --- the study page ---------------------------------------------------------------------------
+# --- who may see a study ---------------------------------------------------------------------------
 
 
-def _study_viewer(uid: str) -> Principal | None:
-    """Who may see study `uid`: a person whose role reads results, or the holder of its IID cookie."""
+def study_visitor(uid: str) -> Principal | None:
+    """Who may see study `uid`: a person whose role reads results, or the holder of its IID cookie
+    (None: neither; the study viewer, viewer/ui/study_viewer.py, asks this for every request)."""
     visitor = _visitor()
     if visitor is not None:
         if visitor.role not in ROLES["results"]:
@@ -269,37 +255,6 @@ def _study_viewer(uid: str) -> Principal | None:
     if claims.get("s") != uid:
         return None
     return Principal(f"iid-token:{claims.get('by', '')}", "emr", "iid")
-
-
-@blueprint.get("/studies/<study>")
-def study_page(study: str) -> BaseResponse:
-    uid = path_uid(study, "study")
-    viewer = _study_viewer(uid)
-    if viewer is None:
-        return _to_login()
-    g.principal = viewer
-    summary = study_summary(_archive().db, uid)
-    if summary is None:
-        raise NotFound(f"Không có ca chụp {uid} trong kho. / No study {uid} in the archive.")
-    _audit(viewer, "VIEW", "STUDY", uid, "study page")
-    thumbnails = {s.series_instance_uid: s.images[len(s.images) // 2].sop_instance_uid for s in summary.series}
-    return page("iid/study.html", summary=summary, report=final_report(uid), thumbnails=thumbnails,
-                sections=SECTIONS, titles=SECTION_TITLES, pdf_url="")  # fmt: skip
-
-
-@blueprint.get("/studies/<study>/instances/<instance>/thumbnail")
-def thumbnail(study: str, instance: str) -> BaseResponse:
-    uid = path_uid(study, "study")
-    viewer = _study_viewer(uid)
-    if viewer is None:
-        raise NotLoggedIn("log in, or open the study from the EMR again")
-    g.principal = viewer
-    ref = instance_ref(_archive().db, uid, path_uid(instance, "instance"))
-    if ref is None:
-        raise NotFound("no such image in this study")
-    size = render.THUMBNAIL_SIZE
-    return image_response(ref, None, render.RenderRequest(viewport=render.Viewport(size, size), quality=80),
-                          "thumbnail on the study page")  # fmt: skip
 
 
 # --- logging in from a browser ----------------------------------------------------------------
