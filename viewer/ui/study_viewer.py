@@ -151,10 +151,10 @@ def _strings() -> dict[str, str]:
         "mm": _("mm"), "mmDetector": _("mm (at detector)"), "mmRegion": _("mm (ultrasound region)"),
         "px": _("px (no pixel spacing)"), "clickSecond": _("Click the second point."),
         "clickAngle": _("Click three points: the vertex is the second."), "headerWindow": _("Header"),
-        "tag": _("Tag"), "name": _("Name"), "value": _("Value"), "noTags": _("No tag matches."),
+        "noTags": _("No tag matches."),
         "tagsFor": _("Tags of image %(n)s", n="{n}"), "lowBandwidthOn": _("Low bandwidth: previews only."),
-        "lowBandwidthOff": _("Full-quality images."), "sex": _("Sex"), "born": _("Born"),
-        "current": _("Current"), "prior": _("Prior"), "delete": _("Delete"), "measurements": _("Measurements"),
+        "lowBandwidthOff": _("Full-quality images."), "born": _("Born"),
+        "current": _("Current"), "prior": _("Prior"), "delete": _("Delete"),
         "play": _("Play"), "pause": _("Pause"),
     }  # fmt: skip
 

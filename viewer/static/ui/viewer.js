@@ -816,6 +816,7 @@
       case "tags": {
         const panel = document.getElementById("tags-panel");
         panel.hidden = !panel.hidden;
+        body.classList.toggle("tags-open", !panel.hidden); // the tags take the report's place while open
         for (const b of document.querySelectorAll('[data-action="tags"]')) b.setAttribute("aria-pressed", String(!panel.hidden));
         tags.url = "";
         if (!panel.hidden) {
