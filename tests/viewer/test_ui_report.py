@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,10 +34,10 @@ XSS_STUDY = uid(1, 8)
 class Site:
     archive: Archive
     reports: Reports
-    client_for: object
+    client_for: Callable[[], FlaskClient]
 
     def login(self, user: str) -> FlaskClient:
-        client: FlaskClient = self.client_for()  # type: ignore[operator]
+        client = self.client_for()
         answer = client.post("/login", json={"username": user, "password": PASSWORD})
         assert answer.status_code == 200, answer.text
         return client
@@ -153,7 +153,7 @@ def test_bad_and_unknown_studies_and_no_session(site: Site) -> None:
     bad = client.get("/ui/report/not-a-uid")
     assert bad.status_code == 400 and "Traceback" not in bad.text and "<html" in bad.text
     assert client.get("/ui/report/" + "1." * 40 + "1").status_code == 400  # longer than 64 characters
-    anonymous = site.client_for()  # type: ignore[operator]
+    anonymous = site.client_for()
     to_login = anonymous.get(f"/ui/report/{STUDY_UID}")
     assert to_login.status_code == 303 and "/login-page?next=" in to_login.headers["Location"]
 

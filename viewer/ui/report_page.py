@@ -133,5 +133,7 @@ def report_page(study: str) -> BaseResponse:
     principal: Principal = g.principal
     base.archive().audit.record(Origin(principal.name, request.remote_addr or "", "HTTP"), "VIEW", "STUDY", uid,
                                 "ok", "report page")  # fmt: skip
-    return render("ui/report_page.html", data=page_data(summary), summary=summary,
-                  patient_name=person_name(summary.patient.name), modality=page_data(summary)["modality"])  # fmt: skip
+    data = page_data(summary)
+    sexes = {"M": _("Male"), "F": _("Female"), "O": _("Other")}
+    return render("ui/report_page.html", data=data, summary=summary, patient_name=person_name(summary.patient.name),
+                  modality=data["modality"], sex=sexes.get(summary.patient.sex, summary.patient.sex))  # fmt: skip

@@ -92,7 +92,7 @@
       const template = findTemplate(version.template_id);
       const labels = {};
       for (const f of (template && template.fields) || []) labels[f.name] = f;
-      out.append(el("h3", {}, t("fields")), el("dl", { class: "report-fields-view" }, names.map((n) => [
+      out.append(el("h3", {}, t("fields")), el("dl", { class: "report-fields-view" }, names.flatMap((n) => [
         el("dt", {}, labels[n] ? labels[n].label : n),
         el("dd", {}, String(structured[n]) + (labels[n] && labels[n].unit ? " " + labels[n].unit : "")),
       ])));
@@ -116,7 +116,8 @@
   function outputsView(report) {
     const outputs = report.outputs || [];
     if (!outputs.length) return null;
-    return el("div", { class: "report-outputs" }, el("h3", {}, t("outputs")), el("ul", {}, outputs.map((o) =>
+    if (outputs.some((o) => o.state === "pending")) watchOutputs(report.revision);
+    return el("div", { class: "report-outputs", id: "report-outputs" }, el("h3", {}, t("outputs")), el("ul", {}, outputs.map((o) =>
       el("li", { class: "output " + o.state, title: o.last_error || null },
         (strings["out." + o.kind] ? t("out." + o.kind) : o.kind) + ": ",
         el("span", { class: "output-state" }, strings["state." + o.state] ? t("state." + o.state) : o.state),
@@ -134,6 +135,23 @@
         v.signer ? " · " + t("signedBy", { name: v.signer, time: when(v.signed_at) }) : "",
         v.reason ? el("span", { class: "muted" }, " · " + t("amendReason", { reason: v.reason })) : "",
         signed.includes(v) ? [" · ", pdfLink(v.number)] : null))));
+  }
+
+  /** Outputs still waiting (the EMR, the SR): look again a few times, so the radiologist sees them arrive. */
+  function watchOutputs(revision) {
+    if (state.outputsRevision !== revision) {
+      state.outputsRevision = revision;
+      state.outputsLooks = 0;
+    }
+    clearTimeout(state.outputsTimer);
+    if (++state.outputsLooks > 12) return;
+    state.outputsTimer = setTimeout(async () => {
+      const answer = await MP.api("GET", reportUrl());
+      const block = document.getElementById("report-outputs");
+      if (!answer.ok || !block || answer.body.revision !== revision) return;
+      const fresh = outputsView(answer.body);
+      if (fresh) block.replaceWith(fresh);
+    }, 5000);
   }
 
   // --- reading ---------------------------------------------------------------------------------
@@ -304,7 +322,7 @@
     const changed = SECTIONS.filter((n) => (lost[n] || "") !== ((state.report.version.sections || {})[n] || ""));
     if (!changed.length) return null;
     return el("details", { class: "report-lost", open: true }, el("summary", {}, t("yourText")),
-      changed.map((n) => [el("h3", {}, t(n)), el("p", { class: "report-section" }, lost[n] || "")]));
+      changed.flatMap((n) => [el("h3", {}, t(n)), el("p", { class: "report-section" }, lost[n] || "")]));
   }
 
   function textareas() { return Array.from(root.querySelectorAll("textarea[data-section]")); }
@@ -421,6 +439,12 @@
     reload.focus();
   }
 
+  /** Whether the report moved on since we read it (a 409 is also "no signing certificate", "already signed"...). */
+  async function changedElsewhere() {
+    const answer = await MP.api("GET", reportUrl());
+    return !answer.ok || answer.body.revision !== state.report.revision;
+  }
+
   // --- dialogs: sign, amend, cancel ------------------------------------------------------------------
 
   /** A modal dialog (Esc closes it); `fill` adds the fields, `submit` runs on Enter or the main button. */
@@ -493,7 +517,7 @@
         fail(t("locked", { minutes: Math.ceil(seconds / 60), time: clock(new Date(Date.now() + seconds * 1000)) }));
       } else if (answer.status === 403 && /PIN/.test(reason(answer))) {
         fail(t("wrongPin"));
-      } else if (answer.status === 409) {
+      } else if (answer.status === 409 && (await changedElsewhere())) {
         fail(t("conflict"));
       } else {
         fail(t("signFailed", { reason: reason(answer) }));
