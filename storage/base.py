@@ -8,6 +8,7 @@ out a filesystem path.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -76,6 +77,13 @@ class ObjectStore(Protocol):
 
     def size(self, key: str) -> int:
         """Size of `key` in bytes. Raises FileNotFoundError if missing."""
+        ...
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """Every key below `prefix` (a folder such as ``"quarantine"``; "" for all), in no set order.
+
+        For integrity checks: finds objects no index row points at.
+        """
         ...
 
 

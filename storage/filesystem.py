@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from storage.base import PutResult, Readable, StorageError, StorageFullError, check_key
@@ -101,6 +102,15 @@ class FilesystemStore:
 
     def size(self, key: str) -> int:
         return self._path(key).stat().st_size
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        top = self._path(prefix) if prefix else self.root
+        for directory, folders, files in os.walk(top):
+            folders[:] = [f for f in folders if not f.startswith(".")]
+            relative = Path(directory).relative_to(self.root)
+            for name in files:
+                if not name.startswith("."):  # .tmp-* files are puts in progress
+                    yield (relative / name).as_posix()
 
     def free_bytes(self) -> int:
         """Space left for new objects on the store's filesystem."""

@@ -25,6 +25,7 @@ import io
 import logging
 import os
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any, BinaryIO, Callable, TypeVar
 
 import certifi
@@ -193,6 +194,18 @@ class S3Store:
         except FileNotFoundError:
             return False
         return True
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        start = self._name(prefix) + "/" if prefix else (f"{self.prefix}/" if self.prefix else "")
+        skip = len(self.prefix) + 1 if self.prefix else 0
+        listing = self._call("list the bucket", lambda: self._client.list_objects(self.bucket, prefix=start,
+                                                                                   recursive=True))  # fmt: skip
+        try:
+            for item in listing:
+                if item.object_name and not item.is_dir:
+                    yield item.object_name[skip:]
+        except (MinioException, HTTPError, OSError, ValueError) as exc:
+            raise StorageError(f"cannot list the bucket {self.bucket!r}: {_describe(exc)}") from exc
 
     def size(self, key: str) -> int:
         name = self._name(key)

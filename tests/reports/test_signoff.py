@@ -182,3 +182,21 @@ def test_five_wrong_pins_lock_signing_for_a_while(setup: Setup) -> None:
         conn.execute(update(AuditEvent.__table__).values(at=datetime.now(UTC) - timedelta(minutes=16)))  # type: ignore[arg-type]
     opened = setup.reports.amend(ACCESSION, OTHER_RADIOLOGIST, "bổ sung", setup.reports.get(ACCESSION).revision)
     assert setup.reports.sign(ACCESSION, RADIOLOGIST, PASSPHRASE, opened.revision).status is ReportStatus.AMENDED
+
+
+def test_fsck_checks_the_signed_pdfs_too(setup: Setup) -> None:
+    from archive.integrity import fsck
+    from reports.stored_objects import pdf_references
+
+    draft = written(setup)
+    final = setup.reports.sign(ACCESSION, RADIOLOGIST, PASSPHRASE, draft.revision)
+    archive = setup.archive
+    with archive.db.read() as conn:
+        [pdf] = list(pdf_references(conn))
+    assert pdf.sha256 == final.version.pdf_sha256 and pdf.what == f"report PDF {ACCESSION} v1"
+    assert fsck(archive.db, archive.objects, archive.audit, sources=[pdf_references]).clean
+    without = fsck(archive.db, archive.objects, archive.audit)  # not told about report PDFs: they look orphaned
+    assert [(f.kind, f.key) for f in without.findings] == [("orphan", pdf.key)]
+    archive.objects.delete(pdf.key)
+    gone = fsck(archive.db, archive.objects, archive.audit, sources=[pdf_references])
+    assert [(f.kind, f.what) for f in gone.findings] == [("missing", f"report PDF {ACCESSION} v1")]

@@ -35,6 +35,18 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStor
     s3_store.close()
 
 
+def test_keys_lists_every_object_below_a_prefix(store: ObjectStore) -> None:
+    assert list(store.keys()) == []
+    for key in ("2026/11/20/a.dcm", "2026/11/21/b.dcm", "quarantine/2026/11/20/c.dcm", "top.dcm"):
+        store.put(key, io.BytesIO(b"x"))
+    assert sorted(store.keys()) == ["2026/11/20/a.dcm", "2026/11/21/b.dcm", "quarantine/2026/11/20/c.dcm", "top.dcm"]
+    assert sorted(store.keys("quarantine")) == ["quarantine/2026/11/20/c.dcm"]
+    assert sorted(store.keys("2026/11")) == ["2026/11/20/a.dcm", "2026/11/21/b.dcm"]
+    assert list(store.keys("nothing/here")) == []
+    store.delete("top.dcm")
+    assert "top.dcm" not in set(store.keys())
+
+
 def test_put_open_get_range_size_exists_delete(store: ObjectStore) -> None:
     data = bytes(range(256)) * 4096 + b"tail"  # > one chunk
     result = store.put(KEY, io.BytesIO(data))
