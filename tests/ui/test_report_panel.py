@@ -249,3 +249,22 @@ def test_in_english_with_english_templates(pages: Pages, site: Site, tmp_path: P
     page.keyboard.press("Escape")
     expect(page.locator("#report-sign-dialog")).to_have_count(0)
     screenshot(page, "report-en")
+
+
+def test_the_panel_beside_the_images_in_the_viewer(pages: Pages, site: Site, tmp_path: Path, screenshot: Screenshot) -> None:
+    study, accession = own_study(site, tmp_path)
+    page = pages.login("radiologist", f"/studies/{study}")
+    panel = page.locator("aside#report-panel #report")
+    expect(panel.locator("#report-template")).to_be_visible()
+    page.select_option("#report-template", label="CT sọ não")
+    page.locator("#report-conclusion").fill("Không thấy máu tụ nội sọ.")
+    # Keys typed in the report are the report's: the viewer's shortcuts do not take them.
+    where = page.locator("[data-overlay=image]").first
+    expect(where).to_contain_text("1/2")
+    page.locator("#report-conclusion").press("ArrowDown")
+    page.locator("#report-conclusion").press("PageDown")
+    expect(page.locator("#report-save")).to_have_text(re.compile("^Đã lưu lúc"))
+    assert api(site, "GET", f"/api/reports/{accession}").json()["version"]["sections"]["conclusion"] == (
+        "Không thấy máu tụ nội sọ.")
+    expect(where).to_contain_text("1/2")
+    screenshot(page, "report-viewer")
