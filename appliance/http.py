@@ -192,6 +192,9 @@ def web_config(settings: Settings) -> Any:
         share_link_days=settings["reports.share_link_days"],
         share_on_final=settings["reports.share_on_final"],
         public_url=settings["reports.public_url"].rstrip("/"),
+        health_listeners=(("dicom", settings["dicom.host"], settings["dicom.port"]),
+                          ("hl7", settings["hl7.host"], settings["hl7.port"])),
+        storage_reserve_bytes=settings["storage.reserve_mb"] << 20,
     )
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flask import Flask, Response, g, jsonify, redirect, request
+from flask import Flask, Response, g, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from archive import Archive
 from viewer import admin_api, cors, errors, qido, rendered, session, wado, wado_uri
 from viewer import fhir, orders_api, reports_api, stow, worklist_api
-from viewer import i18n, iid, pages, share, ui
+from viewer import health, i18n, iid, pages, share, ui
 from viewer.access import ANONYMOUS as ANONYMOUS_ROLE
 from viewer.auth import CHALLENGE, Authenticator, Principal, Throttled, Unauthorized
 from viewer.config import WebConfig
@@ -86,11 +86,7 @@ def create_app(archive: Archive, config: WebConfig | None = None, worklist: Work
         """A person typing the server's address lands on their start page (or the login page)."""
         return pages.secure(redirect("/ui/", 303))
 
-    @app.get("/healthz")
-    def healthz() -> Response:
-        stats = archive.statistics()
-        return jsonify({"status": "ok", "instances": stats.instances})
-
+    app.register_blueprint(health.blueprint)
     app.register_blueprint(session.blueprint)
     app.register_blueprint(qido.blueprint, url_prefix="/dicomweb")
     app.register_blueprint(wado.blueprint, url_prefix="/dicomweb")

@@ -39,6 +39,10 @@ class WebConfig:
     share_on_final: bool = True
     #: Where patients' phones reach us (the QR code's link starts with it); "": the address the signer used.
     public_url: str = ""
+    #: Listeners of this node that /healthz connects to: (name, host, port), e.g. ("dicom", "0.0.0.0", 11112).
+    health_listeners: tuple[tuple[str, str, int], ...] = ()
+    #: Free space the store keeps (storage.reserve_mb): /healthz fails below it.
+    storage_reserve_bytes: int = 0
 
 
 def web_config() -> WebConfig:

@@ -1,0 +1,93 @@
+"""/healthz: each check on a real `minipacs serve`, and 503 (with what failed) for each kind of failure."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import requests
+
+from archive import Archive
+from tests.conftest import free_port
+from tests.viewer.helpers import start_web_server
+from viewer.app import create_app
+from viewer.config import WebConfig
+
+
+def test_a_running_node_is_healthy(tmp_path: Path) -> None:
+    server, url = start_web_server(tmp_path / "data")
+    try:
+        answer = requests.get(f"{url}/healthz", timeout=30)
+        body = answer.json()
+        assert answer.status_code == 200 and body["status"] == "ok", body
+        checks = body["checks"]
+        assert set(checks) == {"database", "storage", "dicom", "hl7"}
+        assert checks["database"]["backend"] == "sqlite" and checks["storage"]["kind"] == "filesystem"
+        assert checks["storage"]["free_bytes"] > 0 and checks["dicom"]["port"] == server.port
+        assert all(c["ok"] and c["ms"] >= 0 for c in checks.values())
+    finally:
+        server.stop()
+
+
+def test_a_listener_that_is_down_fails_the_node(tmp_path: Path) -> None:
+    archive = Archive.open(f"sqlite:///{tmp_path / 'index.sqlite'}", str(tmp_path / "objects"))
+    try:
+        with socket.socket() as up:
+            up.bind(("127.0.0.1", 0))
+            up.listen()
+            config = WebConfig(health_listeners=(("dicom", "0.0.0.0", up.getsockname()[1]),
+                                                 ("hl7", "127.0.0.1", free_port())))  # fmt: skip
+            answer = create_app(archive, config).test_client().get("/healthz")
+        assert answer.status_code == 503 and answer.json["status"] == "failing"
+        assert answer.json["checks"]["dicom"]["ok"] and not answer.json["checks"]["hl7"]["ok"]
+        assert "refused" in answer.json["checks"]["hl7"]["error"].lower()
+    finally:
+        archive.close()
+
+
+def test_a_full_disk_fails_the_node(tmp_path: Path) -> None:
+    archive = Archive.open(f"sqlite:///{tmp_path / 'index.sqlite'}", str(tmp_path / "objects"))
+    try:
+        free = shutil.disk_usage(tmp_path).free
+        answer = create_app(archive, WebConfig(storage_reserve_bytes=free + (10 << 30))).test_client().get("/healthz")
+        assert answer.status_code == 503 and "below the reserve" in answer.json["checks"]["storage"]["error"]
+    finally:
+        archive.close()
+
+
+def test_an_unreachable_database_fails_the_node(tmp_path: Path) -> None:
+    archive = Archive.open(f"sqlite:///{tmp_path / 'index.sqlite'}", str(tmp_path / "objects"))
+    try:
+        client = create_app(archive).test_client()
+        assert client.get("/healthz").status_code == 200
+        archive.db.engine.dispose()
+        (tmp_path / "index.sqlite").unlink()
+        (tmp_path / "index.sqlite").mkdir()  # SQLite cannot open a directory
+        answer = client.get("/healthz")
+        assert answer.status_code == 503 and not answer.json["checks"]["database"]["ok"]
+        assert "unable to open database file" in answer.json["checks"]["database"]["error"]
+        assert answer.json["checks"]["storage"]["ok"]
+    finally:
+        archive.db.engine.dispose()
+
+
+def test_an_s3_store_is_checked_and_a_stopped_one_fails_the_node(tmp_path: Path) -> None:
+    from tests.storage.s3_server import JuiceFSGateway
+
+    gateway = JuiceFSGateway(tmp_path / "s3")
+    gateway.start()
+    endpoint = gateway.endpoint
+    archive = Archive.open(f"sqlite:///{tmp_path / 'index.sqlite'}", endpoint.new_bucket_url("objects"),
+                           access_key=endpoint.access_key, secret_key=endpoint.secret_key)  # fmt: skip
+    try:
+        client = create_app(archive).test_client()
+        answer = client.get("/healthz")
+        assert answer.status_code == 200 and answer.json["checks"]["storage"]["kind"] == "s3"
+        gateway.stop()
+        down = client.get("/healthz")
+        assert down.status_code == 503 and not down.json["checks"]["storage"]["ok"]
+        assert down.json["checks"]["database"]["ok"]
+    finally:
+        gateway.stop()
+        archive.close()
