@@ -18,6 +18,8 @@ from playwright.sync_api import Page, expect
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
+from reports.identities import SigningIdentities
+
 from tests.conftest import CT_FILES
 from tests.reports import ca
 from tests.ui.conftest import ADMIN, PASSWORD, Pages, Site, store_as_is
@@ -210,6 +212,40 @@ def test_someone_else_saving_in_between_is_a_conflict_never_an_overwrite(
     expect(page.locator("#report-findings")).to_have_value("Bản của người khác.")
     expect(page.locator("details.report-lost")).to_contain_text("Bản của tôi, sửa thêm.")
     assert api(site, "GET", f"/api/reports/{accession}").json()["revision"] == theirs.json()["revision"]
+
+
+def test_wrong_pins_lock_signing_and_the_panel_says_until_when(pages: Pages, site: Site, tmp_path: Path) -> None:
+    """Five wrong PINs lock signing (a guessed PIN would forge signatures): a radiologist of their own,
+    so that bs.lan can still sign in the other tests."""
+    archive = site.archive()
+    try:
+        archive.accounts.add_user("bs.khoa", "radiologist", PASSWORD, ADMIN, display_name="BS. Đỗ Minh Khoa")
+        SigningIdentities(archive.db, archive.audit).install("bs.khoa", ca.second_radiologist().pkcs12,
+                                                             ca.second_radiologist().passphrase, ADMIN)  # fmt: skip
+    finally:
+        archive.close()
+    study, accession = own_study(site, tmp_path)
+    page = pages.new()
+    page.goto(f"/ui/report/{study}")
+    page.fill("#username", "bs.khoa")
+    page.fill("#password", PASSWORD)
+    page.click("#login-submit")
+    page.select_option("#report-template", label="CT sọ não")
+    expect(page.locator("#report-status")).to_have_text("Bản nháp")
+    page.click("#report-sign")
+    dialog = page.locator("#report-sign-dialog")
+    dialog.locator("button[type=submit]").click()
+    expect(dialog.locator(".dialog-error")).to_have_text("Hãy nhập mã PIN.")  # nothing sent
+    for attempt in range(5):
+        dialog.locator("#report-pin").fill(f"sai-{attempt}")
+        dialog.locator("#report-pin").press("Enter")
+        expect(dialog.locator(".dialog-error")).to_have_text("Sai mã PIN. Chưa ký gì.")
+        expect(dialog.locator("#report-pin")).to_have_value("")
+    dialog.locator("#report-pin").fill(ca.second_radiologist().passphrase)  # even the right one, now
+    dialog.locator("#report-pin").press("Enter")
+    expect(dialog.locator(".dialog-error")).to_have_text(
+        re.compile(r"^Nhập sai PIN quá nhiều lần: tạm khóa ký số 1[56] phút \(đến \d\d:\d\d\)\.$"))
+    assert api(site, "GET", f"/api/reports/{accession}").json()["status"] == "draft"
 
 
 def test_a_study_without_an_accession_number_gets_no_report(pages: Pages, site: Site, tmp_path: Path) -> None:

@@ -212,7 +212,11 @@
   function showReport() {
     const report = state.report;
     const status = report.version.status;
-    if (status === "final" || status === "amended") return show(head(report), signedView(report, true));
+    if (status === "final" || status === "amended") {
+      show(head(report), signedView(report, true), lostText()); // signed meanwhile: what was left unsaved stays visible
+      state.lost = null;
+      return;
+    }
     if (status === "cancelled") return showStart(report);
     return showEditor(report);
   }
