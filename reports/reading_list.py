@@ -168,7 +168,7 @@ def modalities(db: Database) -> list[str]:
     """Every modality the archive holds a series of (for the filter's choices)."""
     stmt = select(_SERIES.c.modality).where(_SERIES.c.modality != "").distinct().order_by(_SERIES.c.modality)
     with db.read() as conn:
-        return [str(m) for m in conn.execute(stmt).scalars()]
+        return list(map(str, conn.execute(stmt).scalars()))
 
 
 def name_pattern(text: str) -> str:

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Blueprint, g, request, url_for
 from flask_babel import gettext as _
@@ -31,6 +32,7 @@ from archive.errors import ArchiveError, InvalidArgument
 from archive.matching import is_date
 from reports import reading_list
 from reports.reading_list import ReadingListPage, ReadingListQuery
+from viewer import i18n
 from viewer.access import Forbidden
 from viewer.ui import base
 
@@ -60,7 +62,7 @@ class Filters:
     problems: list[str]
 
 
-@blueprint.get("/")
+@blueprint.get("", strict_slashes=False)
 @base.ui_page("results")
 def index() -> BaseResponse:
     principal = g.principal
@@ -83,7 +85,7 @@ def index() -> BaseResponse:
         "ui/studies.html", 400 if filters.problems else 200, filters=filters, found=found,
         statuses=status_choices(final_only), modalities=reading_list.modalities(archive.db),
         final_only=final_only, link=_linker(filters.values), quick_dates=quick_dates(today),
-        columns=_columns(filters.values), date_field=date_field, sex_name=sex_name, clock=study_time,
+        columns=_columns(filters.values), date_field=date_field, same_day=same_day, sex_name=sex_name, clock=study_time,
         priority_label=priority_label, status_label=status_label,
     )  # fmt: skip
 
@@ -155,9 +157,16 @@ def parse_date(text: str) -> str | None:
 
 
 def date_field(text: str) -> str:
-    """A filter date as the date field shows it (YYYY-MM-DD), or as typed when it is no date."""
+    """A filter date as its field shows it: dd/mm/yyyy in Vietnamese (a text field: a browser set up in
+    English would show a date field as mm/dd/yyyy), YYYY-MM-DD in a date field; as typed when it is no date."""
     day = parse_date(text)
-    return f"{day[:4]}-{day[4:6]}-{day[6:]}" if day else text
+    if not day:
+        return text
+    return f"{day[6:]}/{day[4:6]}/{day[:4]}" if i18n.language() == "vi" else f"{day[:4]}-{day[4:6]}-{day[6:]}"
+
+
+def same_day(a: str, b: str) -> bool:
+    return parse_date(a) == parse_date(b)
 
 
 def local_today() -> date:
@@ -186,15 +195,15 @@ def status_choices(final_only: bool) -> list[tuple[str, str]]:
 def status_label(status: str) -> str:
     labels = {"unread": _("Unread"), "draft": _("Draft"), "preliminary": _("Preliminary"), "final": _("Final"),
               "amended": _("Amended"), "notfinal": _("Not signed yet")}  # fmt: skip
-    return labels.get(status, status)
+    return str(labels.get(status, status))
 
 
 def priority_label(priority: str) -> str:
-    return {"STAT": _("STAT"), "HIGH": _("Urgent")}.get(priority, "")
+    return str({"STAT": _("STAT"), "HIGH": _("Urgent")}.get(priority, ""))
 
 
 def sex_name(sex: str) -> str:
-    return {"M": _("Male"), "F": _("Female"), "O": _("Other")}.get(sex.upper(), sex)
+    return str({"M": _("Male"), "F": _("Female"), "O": _("Other")}.get(sex.upper(), sex))
 
 
 def study_time(value: str) -> str:
@@ -209,7 +218,8 @@ def _linker(values: dict[str, str]) -> Any:
         if "page" not in changes:
             merged["page"] = ""  # a new filter or order starts at the first page
         args = {k: merged[k] for k in PARAMS if merged.get(k)}
-        return url_for("ui_studies.index", **args)
+        path: str = url_for("ui_studies.index")
+        return f"{path}?{urlencode(args)}" if args else path
 
     return link
 
