@@ -281,7 +281,8 @@ def test_in_english_with_english_templates(pages: Pages, site: Site, tmp_path: P
     page.click("#report-sign")
     page.locator("#report-pin").fill("whatever")
     page.locator("#report-sign-dialog button[type=submit]").click()
-    expect(page.locator("#report-sign-dialog .dialog-error")).to_contain_text("Not signed:")
+    expect(page.locator("#report-sign-dialog .dialog-error")).to_have_text(
+        "Not signed: you have no signing certificate yet. Ask an administrator to install yours.")
     page.keyboard.press("Escape")
     expect(page.locator("#report-sign-dialog")).to_have_count(0)
     screenshot(page, "report-en")

@@ -78,6 +78,7 @@ def panel_strings() -> dict[str, str]:
         "locked": _("Too many wrong PINs: signing is locked for {minutes} min (until {time})."),
         "needConclusion": _("Write a conclusion before signing."),
         "signFailed": _("Not signed: {reason}"),
+        "noCertificate": _("Not signed: you have no signing certificate yet. Ask an administrator to install yours."),
         "signing": _("Signing…"),
         "signedBy": _("Signed by {name}, {time}"), "certificate": _("Practising certificate {number}"),
         "pdf": _("Signed PDF"),

@@ -523,6 +523,8 @@
         fail(t("wrongPin"));
       } else if (answer.status === 409 && (await changedElsewhere())) {
         fail(t("conflict"));
+      } else if (answer.status === 409 && /no signing certificate/.test(reason(answer))) {
+        fail(t("noCertificate"));
       } else {
         fail(t("signFailed", { reason: reason(answer) }));
       }
