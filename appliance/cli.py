@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = load(args.config, _overrides(args))
-        logs.configure(settings["log.level"])
+        logs.configure(settings["log.level"], fmt=settings["log.format"])
         for warning in settings.warnings:
             log.warning("%s", warning)
         result: int = args.func(args, settings)

@@ -126,7 +126,7 @@ def wsgi_app() -> Any:
     from viewer import create_app
 
     settings = load(None, {})
-    logs.configure(settings["log.level"], tag="http")
+    logs.configure(settings["log.level"], tag="http", fmt=settings["log.format"])
     lock = threading.Lock()
     built: dict[int, Any] = {}
 

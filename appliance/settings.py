@@ -204,6 +204,7 @@ SPEC: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "reports.share_on_final": (True, _bool),
     "reports.public_url": ("", _text),
     "log.level": ("INFO", _level),
+    "log.format": ("text", _choice("text", "json")),
 }
 
 

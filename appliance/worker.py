@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _prepare(settings)
     if args.fd is None:
         parser.error("--fd is required to serve")
-    logs.configure(settings["log.level"], tag=f"dicom-{args.number}")
+    logs.configure(settings["log.level"], tag=f"dicom-{args.number}", fmt=settings["log.format"])
     try:
         archive = open_archive(settings, upgrade=False)
     except ServiceError as exc:
@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _prepare(settings: Settings) -> int:
-    logs.configure(settings["log.level"])
+    logs.configure(settings["log.level"], fmt=settings["log.format"])
     try:
         archive = open_archive(settings)
     except ServiceError as exc:

@@ -131,3 +131,28 @@ def test_demo_imports_the_samples_once(tmp_path: Path) -> None:
     # Bound to 127.0.0.1 only, so the dcmtk example must use that address, not localhost.
     assert f"echoscu  -aec MINIPACS 127.0.0.1 {first_port}" in first
     assert "Stop with Ctrl+C." in first
+
+
+def test_json_logs_from_every_process(tmp_path: Path) -> None:
+    import json
+
+    from tests.conftest import CT_FILES, dcmtk
+
+    server = start_server(tmp_path / "data", env={"MINIPACS_LOG_FORMAT": "json"})
+    try:
+        dcmtk("storescu", "-aec", server.aet, "127.0.0.1", server.port, CT_FILES[0])
+    finally:
+        assert server.stop() == 0
+    lines = [line for line in server.log().splitlines() if line.startswith("{")]
+    entries = [json.loads(line) for line in lines]
+    assert {"time", "level", "logger", "message"} <= set(entries[0])
+    stored = [e for e in entries if e["logger"] == "dicom_scp.handlers" and "stored" in e["message"]]
+    assert stored and stored[0]["process"].startswith("dicom-") and stored[0]["level"] == "INFO"
+    assert any(e["logger"] == "minipacs" and e["message"] == "minipacs stopped" for e in entries)
+    text = [line for line in server.log().splitlines() if line and not line.startswith(("{", "["))]
+    assert not text, text  # every line of ours is JSON (gunicorn's own lines start with "[")
+
+
+def test_a_bad_log_format_is_refused(tmp_path: Path) -> None:
+    result = run_cli("serve", "--data", "data", cwd=tmp_path, env=cli_env(MINIPACS_LOG_FORMAT="xml"))
+    assert result.returncode == 2 and "log.format" in result.stderr and "text, json" in result.stderr
