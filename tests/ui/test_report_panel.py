@@ -248,6 +248,34 @@ def test_wrong_pins_lock_signing_and_the_panel_says_until_when(pages: Pages, sit
     assert api(site, "GET", f"/api/reports/{accession}").json()["status"] == "draft"
 
 
+def test_a_dropped_connection_keeps_the_text_and_saves_it_when_back_then_cancel(
+    pages: Pages, site: Site, tmp_path: Path
+) -> None:
+    study, accession = own_study(site, tmp_path)
+    page = pages.login("radiologist", f"/ui/report/{study}")
+    page.click("#report-start-empty")
+    expect(page.locator("#report-status")).to_have_text("Bản nháp")
+    expect(page.locator("#report-conclusion")).to_have_value("")  # no template: empty sections
+    page.route("**/api/reports/*", lambda route: route.abort() if route.request.method == "PUT" else route.continue_())
+    page.locator("#report-findings").fill("Gan nhiễm mỡ độ I.")
+    expect(page.locator("#report-save")).to_have_text(re.compile("^Chưa lưu: Không kết nối được máy chủ"))
+    assert api(site, "GET", f"/api/reports/{accession}").json()["version"]["sections"]["findings"] == ""
+    page.unroute("**/api/reports/*")
+    page.locator("#report-conclusion").focus()  # leaving the textarea tries again at once
+    expect(page.locator("#report-save")).to_have_text(re.compile("^Đã lưu lúc"))
+    assert api(site, "GET", f"/api/reports/{accession}").json()["version"]["sections"]["findings"] == "Gan nhiễm mỡ độ I."
+    # Withdraw the draft: the report is cancelled, and a new one may start.
+    page.click("#report-cancel")
+    page.locator("#report-cancel-reason").fill("Nhầm ca chụp")
+    page.locator("#report-cancel-dialog button[type=submit]").click()
+    expect(page.locator("#report .report-none")).to_have_text("Bản nháp trước đã bị hủy. Chọn một mẫu để bắt đầu lại.")
+    expect(page.locator("#report-status")).to_have_text("Đã hủy")
+    body = api(site, "GET", f"/api/reports/{accession}").json()
+    assert body["status"] == "cancelled" and body["version"]["reason"] == "Nhầm ca chụp"
+    page.select_option("#report-template", label="CT sọ não")
+    expect(page.locator("#report .report-version")).to_have_text("Phiên bản 2")
+
+
 def test_a_study_without_an_accession_number_gets_no_report(pages: Pages, site: Site, tmp_path: Path) -> None:
     study, _ = own_study(site, tmp_path, ordered=False)
     page = pages.login("radiologist", f"/ui/report/{study}")
