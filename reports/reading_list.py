@@ -143,6 +143,8 @@ def check(query: ReadingListQuery) -> None:
                                (query.accession, MAX_ACCESSION_CHARS, "accession number")):  # fmt: skip
         if len(value) > limit:
             raise InvalidArgument(f"{what}: at most {limit} characters")
+        if any(ord(c) < 0x20 or c == "\x7f" for c in value):
+            raise InvalidArgument(f"{what}: control characters are no text")
 
 
 def reading_list(db: Database, query: ReadingListQuery) -> ReadingListPage:

@@ -47,6 +47,8 @@ ROLES = frozenset({"admin", "radiologist", "technologist", "referrer"})
 #: Where each role's list starts: a radiologist's work still to do; everyone else sees every study.
 DEFAULT_STATUS = {"radiologist": "todo"}
 PAGE_SIZE = 50
+#: NUL and other control characters: no name or number has them (and PostgreSQL text cannot hold NUL).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MODALITY = re.compile(r"[A-Za-z0-9_]{1,16}")
 _DAY_FIRST = re.compile(r"(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})")
 #: The URL's parameters, in the order links carry them.
@@ -77,7 +79,7 @@ def index() -> BaseResponse:
             found = reading_list.reading_list(archive.db, filters.query)
         except InvalidArgument as exc:  # what the form's checks let through, in the query's words
             filters.problems.append(exc.message)
-    asked = "; ".join(f"{k}={v}" for k, v in filters.values.items() if v)[:1000]
+    asked = "; ".join(f"{k}={v}" for k, v in filters.values.items() if v)[:1000]  # control characters gone
     archive.audit.record(Origin(principal.name, request.remote_addr or "", "HTTP"), "QUERY", "STUDY", "",
                          f"{found.total} matches" if found else "refused", f"study list: {asked or 'everything'}")  # fmt: skip
     today = local_today()
@@ -94,6 +96,9 @@ def parse_filters(args: Any, final_only: bool, default_status: str) -> Filters:
     """The URL's filters, each checked; what is wrong is said in the user's language."""
     values = {name: str(args.get(name, "")).strip() for name in PARAMS}
     problems: list[str] = []
+    if any(_CONTROL.search(value) for value in values.values()):
+        problems.append(_("A filter holds characters that are not text (control characters)."))
+        values = {name: _CONTROL.sub("", value) for name, value in values.items()}
     allowed = reading_list.FINAL_ONLY_STATUSES if final_only else reading_list.STATUSES
     if "status" not in args:
         values["status"] = default_status if default_status in allowed else "all"
