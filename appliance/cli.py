@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import cli_accounts, cli_audit, cli_reports, cli_worklist, logs
-from appliance import cli_devices, cli_fsck
+from appliance import cli_devices, cli_fsck, cli_init
 from appliance.tables import local_time
 from appliance.services import ServiceError, dicom_config, open_archive, open_worklist, startup_report
 from appliance.settings import FLAGS, Settings, SettingsError, load
@@ -58,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"minipacs: configuration error: {exc}", file=sys.stderr)
         return 2
     except (CommandError, cli_accounts.AccountError, cli_audit.AuditError, cli_worklist.WorklistError,
-            cli_reports.ReportCommandError, cli_devices.DeviceCommandError, cli_fsck.FsckCommandError) as exc:
+            cli_reports.ReportCommandError, cli_devices.DeviceCommandError, cli_fsck.FsckCommandError,
+            cli_init.InitError) as exc:
         print(f"minipacs: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -128,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_devices.add_parsers(sub, common)
     cli_reports.add_parsers(sub, common)
     cli_fsck.add_parser(sub, common)
+    cli_init.add_parser(sub)
     return parser
 
 
