@@ -27,10 +27,6 @@ from appliance.workers import worker_environment
 
 log = logging.getLogger(__name__)
 
-#: gunicorn's gthread workers: processes for the CPU work (JSON, later
-#: rendering), threads for requests that wait on the disk or the network.
-WORKERS = 2
-THREADS = 4
 _ACCESS_FORMAT = '%(t)s %(h)s %(u)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 
 
@@ -69,7 +65,8 @@ class HttpListener:
         fd = self._socket.fileno()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "appliance.http", str(os.getpid()),
-             "--bind", f"fd://{fd}", "--workers", str(WORKERS), "--threads", str(THREADS), "--worker-class", "gthread", "--graceful-timeout", "10",
+             "--bind", f"fd://{fd}", "--workers", str(self.settings.http_workers()),
+             "--threads", str(self.settings["http.threads"]), "--worker-class", "gthread", "--graceful-timeout", "10",
              "--access-logfile", "-", "--access-logformat", _ACCESS_FORMAT, "--error-logfile", "-",
              "--log-level", self.settings["log.level"].lower(), "--name", "minipacs-http",
              # No control socket: gunicorn would put it in the home directory,

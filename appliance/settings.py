@@ -176,6 +176,8 @@ SPEC: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "http.max_upload_mb": (2048, _at_least_one),
     "http.session_minutes": (30, _at_least_one),
     "http.cache_mb": (512, _count),
+    "http.workers": (0, _count),
+    "http.threads": (4, _at_least_one),
     "hl7.host": ("0.0.0.0", _text),
     "hl7.port": (2575, _port),
     "hl7.max_message_kb": (1024, _at_least_one),
@@ -272,6 +274,15 @@ class Settings:
         return self.data_dir / "spool"
 
     @property
+    def http_workers(self) -> int:
+        """gunicorn worker processes: the setting, or one per CPU (at least 2, at most 8) when 0.
+
+        Rendering and JSON are CPU work (processes); waiting on the disk, the
+        database or S3 is what `http.threads` per process is for.
+        """
+        configured = int(self.values["http.workers"])
+        return configured or max(2, min(8, os.cpu_count() or 1))
+
     def dicom_workers(self) -> int:
         """DICOM worker processes: the setting, or one per CPU (at most 4) when 0."""
         configured = int(self.values["dicom.workers"])
