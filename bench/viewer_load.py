@@ -34,6 +34,8 @@ each image on the server, as the first radiologist to open a new study sees.
 from __future__ import annotations
 
 import argparse
+import base64
+import gzip
 import io
 import json
 import re
@@ -177,6 +179,8 @@ class Fetch:
     size: int = 0
     done: float | None = None
     cached: bool = False
+    encoding: str = ""  # Content-Encoding as sent
+    request_id: str = ""
 
     @property
     def kind(self) -> str:
@@ -198,6 +202,7 @@ class NetworkLog:
     """Every request of one page, from the DevTools protocol's Network events."""
 
     def __init__(self, cdp: CDPSession) -> None:
+        self.cdp = cdp
         self.fetches: dict[str, Fetch] = {}
         self.wire_status: dict[str, int] = {}
         self.offset = 0.0  # wall-clock minus the protocol's monotonic clock
@@ -211,7 +216,8 @@ class NetworkLog:
 
     def _sent(self, e: dict[str, Any]) -> None:
         self.offset = float(e["wallTime"]) - float(e["timestamp"])
-        self.fetches[e["requestId"]] = Fetch(e["request"]["url"], float(e["wallTime"]), e.get("type", ""))
+        self.fetches[e["requestId"]] = Fetch(e["request"]["url"], float(e["wallTime"]), e.get("type", ""),
+                                             request_id=e["requestId"])  # fmt: skip
         self.last_event = time.time()
 
     def _response(self, e: dict[str, Any]) -> None:
@@ -222,6 +228,8 @@ class NetworkLog:
             fetch.mime = response.get("mimeType", "")
             fetch.status = int(response.get("status", 0))
             fetch.cached = fetch.cached or bool(response.get("fromDiskCache") or response.get("fromPrefetchCache"))
+            headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
+            fetch.encoding = str(headers.get("content-encoding", ""))
         self.last_event = time.time()
 
     def _wire_status(self, e: dict[str, Any]) -> None:
@@ -275,6 +283,24 @@ class NetworkLog:
                 groups.setdefault(name, []).append(f.size)
         return {name: {"count": len(sizes), "median_bytes": round(statistics.median(sizes)), "bytes": sum(sizes)}
                 for name, sizes in sorted(groups.items(), key=lambda g: -sum(g[1]))}  # fmt: skip
+
+    def text_compression(self, wall: float) -> dict[str, int]:
+        """The text responses (HTML, JS, CSS, JSON) that had arrived by `wall` over the network: their bytes
+        as sent, and what they would be gzip-compressed (level 6) where the server sent them uncompressed."""
+        sent = gzipped = 0
+        for f in self.fetches.values():
+            if f.kind not in ("html", "js", "css", "json") or f.done is None or f.done > wall + 0.001:
+                continue
+            if f.cached or f.status != 200:
+                continue
+            sent += f.size
+            if f.encoding:
+                gzipped += f.size
+                continue
+            reply = self.cdp.send("Network.getResponseBody", {"requestId": f.request_id})
+            body = base64.b64decode(reply["body"]) if reply.get("base64Encoded") else reply["body"].encode()
+            gzipped += f.size - len(body) + len(gzip.compress(body, 6))  # headers stay as they are
+        return {"sent": sent, "gzip": gzipped}
 
     def in_flight(self) -> int:
         return sum(1 for f in self.fetches.values() if f.done is None)
@@ -359,6 +385,7 @@ class Visit:
     per_slice: float | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     images: dict[str, dict[str, int]] = field(default_factory=dict)
+    text: dict[str, int] = field(default_factory=dict)
 
 
 class Bench:
@@ -421,10 +448,11 @@ class Bench:
         first = self.wait_draw(page, f"d => d.kind === '{'viewer' if mode == 'viewer' else 'img'}'")
         phases = [Phase("first image", first["t"], log.until(first["wall"] / 1000),
                         first.get("quality") or "")]  # fmt: skip
+        text = log.text_compression(first["wall"] / 1000)
         if mode == "placeholder":
             wait_quiet(page, log)
             phases.append(Phase("page settled (no full image: placeholder page)", None, log.until()))
-            return Visit(mode, phases, requests=log.listing(), images=log.image_kinds())
+            return Visit(mode, phases, requests=log.listing(), images=log.image_kinds(), text=text)
         same = json.dumps(first["sop"])
         full = self.wait_draw(page, f"d => d.kind === 'viewer' && d.quality === 'full' && d.sop === {same}")
         phases.append(Phase("first image, full quality", full["t"], log.until(full["wall"] / 1000)))
@@ -432,7 +460,7 @@ class Bench:
         settled = log.until()
         phases.append(Phase("page settled (prefetch done)", None, settled))
         if not scroll:
-            return Visit(mode, phases, requests=log.listing(), images=log.image_kinds())
+            return Visit(mode, phases, requests=log.listing(), images=log.image_kinds(), text=text)
         started = time.time()
         seen, steps = self.scroll_all(page)
         elapsed = (time.time() - started) * 1000
@@ -442,7 +470,7 @@ class Bench:
         phases.append(Phase(f"scrolled through {len(seen)} slices ({steps} wheel notches)", elapsed,
                             end.minus(settled), "time of the scroll; bytes during it"))  # fmt: skip
         phases.append(Phase("visit total", None, end))
-        return Visit(mode, phases, len(seen), per_slice, log.listing(), log.image_kinds())
+        return Visit(mode, phases, len(seen), per_slice, log.listing(), log.image_kinds(), text)
 
     def wait_draw(self, page: Page, predicate: str) -> dict[str, Any]:
         """The first image drawn that matches the JS `predicate` over window.__mpDraws items."""
@@ -526,7 +554,7 @@ def _weight_json(weight: Weight | None) -> dict[str, Any]:
 def _visit_json(visit: Visit, requests: bool) -> dict[str, Any]:
     return {"mode": visit.mode, "slices_seen": visit.slices_seen, **({"requests": visit.requests} if requests else {}),
             "image_bytes_per_slice": None if visit.per_slice is None else round(visit.per_slice),
-            "images": visit.images,
+            "images": visit.images, "text_until_first_image": visit.text,
             "phases": [{"name": p.name, "ms": None if p.ms is None else round(p.ms), "note": p.note,
                         **_weight_json(p.weight)} for p in visit.phases]}  # fmt: skip
 
@@ -556,6 +584,10 @@ def print_table(result: dict[str, Any], out: Callable[[str], None] = print) -> N
         if visit["image_bytes_per_slice"] is not None:
             out(f"  image kB per slice over the visit: {kb(visit['image_bytes_per_slice'])} "
                 f"({visit['slices_seen']} slices drawn)")  # fmt: skip
+        text = visit["text_until_first_image"]
+        if text["sent"]:
+            out(f"  text (HTML, JS, CSS, JSON) until the first image: {kb(text['sent'])} kB as sent, "
+                f"{kb(text['gzip'])} kB if the server gzipped it")  # fmt: skip
         for name, group in visit["images"].items():
             out(f"  images {name[:60]:60} {group['count']:>4} x {kb(group['median_bytes']):>6} kB median, "
                 f"{kb(group['bytes'])} kB")  # fmt: skip

@@ -57,6 +57,9 @@ def test_the_first_image_is_counted_with_everything_it_needed(result: dict[str, 
     assert first["by_kind"]["image"] > 100  # at least one image
     assert first["bytes"] == sum(first["by_kind"].values())
     assert first["requests"] >= 2 and first["from_cache"] == 0
+    # What the text responses would weigh gzipped: less than as sent (they are sent uncompressed today), not zero.
+    text = cold["text_until_first_image"]
+    assert 0 < text["gzip"] <= text["sent"] <= first["bytes"] - first["by_kind"]["image"]
     if cold["mode"] == "viewer":
         full = phase(cold, "first image, full quality")
         assert full["ms"] >= first["ms"] and full["bytes"] >= first["bytes"]
