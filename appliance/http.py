@@ -65,7 +65,7 @@ class HttpListener:
         fd = self._socket.fileno()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "appliance.http", str(os.getpid()),
-             "--bind", f"fd://{fd}", "--workers", str(self.settings.http_workers()),
+             "--bind", f"fd://{fd}", "--workers", str(self.settings.http_workers),
              "--threads", str(self.settings["http.threads"]), "--worker-class", "gthread", "--graceful-timeout", "10",
              "--access-logfile", "-", "--access-logformat", _ACCESS_FORMAT, "--error-logfile", "-",
              "--log-level", self.settings["log.level"].lower(), "--name", "minipacs-http",

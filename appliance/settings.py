@@ -283,6 +283,7 @@ class Settings:
         configured = int(self.values["http.workers"])
         return configured or max(2, min(8, os.cpu_count() or 1))
 
+    @property
     def dicom_workers(self) -> int:
         """DICOM worker processes: the setting, or one per CPU (at most 4) when 0."""
         configured = int(self.values["dicom.workers"])
