@@ -108,9 +108,8 @@ def _today_page(error: str = "", status: int = 200) -> BaseResponse:
     everything = service.steps(start_date=day.strftime("%Y%m%d"), limit=1000)
     modalities = _counts(s.modality for s in everything)
     stations = _counts(s.station_ae_title for s in everything if s.station_ae_title)
-    shown = [s for s in everything
-             if (not modality or s.modality == modality) and (not station or s.station_ae_title == station)
-             and (not wanted or (s.status == wanted if wanted != "OPEN" else not StepStatus(s.status).is_final))]  # fmt: skip
+    shown = [s for s in everything if (not modality or s.modality == modality)
+             and (not station or s.station_ae_title == station) and _status_matches(s.status, wanted)]  # fmt: skip
     images = _images(s.accession_number for s in shown)
     rows = [{"step": s, "images": images.get(s.accession_number, (0, "")),
              "actions": [(word, label) for word, target, label in ACTIONS
@@ -124,6 +123,7 @@ def _today_page(error: str = "", status: int = 200) -> BaseResponse:
         filters=filters, modalities=modalities, stations=stations, total=len(everything), error=error,
         messages=get_flashed_messages(with_categories=True), status_labels=STATUS_LABELS,
         priority_labels=PRIORITY_LABELS, sex_labels=SEX_LABELS, link=_link(filters),
+        unmatched_count=_unmatched_count(),
     )  # fmt: skip
 
 
@@ -181,7 +181,7 @@ def _unmatched_page(error: str = "", status: int = 200, entered: dict[str, str] 
     candidates.sort(key=lambda s: (s.start_date, s.start_time), reverse=True)
     return base.render(
         "ui/worklist_unmatched.html", status, studies=studies, page=number, more=more,
-        candidates=candidates[:300], error=error, entered=entered or {},
+        candidates=candidates[:300], error=error, entered=entered or {}, unmatched_count=_unmatched_count(),
         messages=get_flashed_messages(with_categories=True), sex_labels=SEX_LABELS, status_labels=STATUS_LABELS,
     )  # fmt: skip
 
@@ -285,13 +285,15 @@ def walk_in() -> BaseResponse:
 def _walk_in_page(form: WalkIn, status: int = 200, registered: StepView | None = None) -> BaseResponse:
     catalogue = worklist().config.catalogue.all()
     vietnamese = i18n.language() == "vi"
-    procedures = sorted(({"code": p.code, "modality": p.modality, "name": (p.name if vietnamese else p.name_en) or p.name}
-                         for p in catalogue), key=lambda p: (p["modality"], p["name"]))  # fmt: skip
+    procedures = sorted(({"code": p.code, "modality": p.modality,
+                          "name": (p.name if vietnamese else p.name_en) or p.name} for p in catalogue),
+                        key=lambda p: (p["modality"], p["name"]))  # fmt: skip
     modalities = sorted(set(MODALITIES) | {p.modality for p in catalogue})
     return base.render(
         "ui/worklist_walk_in.html", status, form=form.values, errors=form.errors, procedures=procedures,
         modalities=modalities, stations=_stations(), priorities=PRIORITIES, priority_labels=PRIORITY_LABELS,
         sex_labels=SEX_LABELS, registered=registered, status_labels=STATUS_LABELS,
+        unmatched_count=_unmatched_count(),
     )  # fmt: skip
 
 
@@ -351,16 +353,18 @@ def _walk_in_order(form: WalkIn) -> OrderRequest | None:
         patient_id = f"WI{datetime.now().astimezone():%y%m%d}{v['form_id'][:6].upper()}"
         v["patient_id"] = patient_id
     existing = _existing_patient(patient_id)
-    if existing is not None and " ".join(_person(existing.name).split()).casefold() != " ".join(name.split()).casefold():
-        errors["patient_id"] = _("Patient ID %(id)s already belongs to %(name)s. Check the ID, or leave it empty "
-                                 "to give the patient a new one.", id=patient_id, name=_person(existing.name))  # fmt: skip
+    if existing is not None and _same_text(_person(existing.name)) != _same_text(name):
+        errors["patient_id"] = _("Patient ID %(id)s already belongs to %(name)s. Check the ID, or leave it "
+                                 "empty to give the patient a new one.", id=patient_id,
+                                 name=_person(existing.name))  # fmt: skip
         return None
-    other_ids = tuple(o for o in (OtherId(cccd, "CCCD") if cccd else None, OtherId(bhyt, "BHYT") if bhyt else None) if o)
+    other_ids = tuple(OtherId(value, issuer) for value, issuer in ((cccd, "CCCD"), (bhyt, "BHYT")) if value)
     return OrderRequest(
         placer_issuer="WALKIN", placer_order_number=f"WALKIN-{v['form_id']}",
         patient=PatientDemographics(patient_id, name=_pn(name), birth_date=birth or "", sex=v["sex"],
                                     other_ids=other_ids),
-        procedure_code=procedure.code if procedure else "", modality=modality or (procedure.modality if procedure else ""),
+        procedure_code=procedure.code if procedure else "",
+        modality=modality or (procedure.modality if procedure else ""),
         station_ae_title=station, priority=v["priority"], referring_physician=v["referring_physician"],
         reason=v["reason"],
     )  # fmt: skip
@@ -401,6 +405,17 @@ def _pn(name: str) -> str:
     """"Nguyễn Văn An" as DICOM PN "Nguyễn^Văn An" (Vietnamese names: family name first)."""
     parts = name.split()
     return parts[0] + ("^" + " ".join(parts[1:]) if len(parts) > 1 else "")
+
+
+def _status_matches(status: str, wanted: str) -> bool:
+    """The status filter: "" any, "OPEN" not finished, else that status."""
+    if wanted == "OPEN":
+        return not StepStatus(status).is_final
+    return not wanted or status == wanted
+
+
+def _same_text(name: str) -> str:
+    return " ".join(name.split()).casefold()
 
 
 def _person(pn: str) -> str:
@@ -465,8 +480,14 @@ def _link(filters: dict[str, str]) -> Any:
     return make
 
 
-def _back(endpoint: str, **values: str) -> BaseResponse:
+def _unmatched_count() -> int:
+    service = worklist()
+    with service.db.read() as conn:
+        return service.reconciler.count_unmatched(conn)
+
+
+def _back(endpoint: str) -> BaseResponse:
     """303 to the page of `endpoint` with the query the form was posted with (its filters, its page)."""
     query = urlencode({k: v for k, v in request.args.items() if k in ("date", "modality", "station", "status", "page")})
-    return secure(redirect(url_for(endpoint, **values) + (f"?{query}" if query else ""), 303))
+    return secure(redirect(url_for(endpoint) + (f"?{query}" if query else ""), 303))
 
