@@ -83,6 +83,7 @@ def test_write_from_a_template_autosave_sign_with_the_pin_and_amend(
     page = pages.login("radiologist", f"/ui/report/{study}")
     panel = page.locator("#report")
     expect(page.locator(".report-study .accession")).to_have_text(accession)
+    expect(panel.locator("a.report-window")).to_have_count(0)  # this is the report's own window
     expect(panel.locator(".report-none")).to_have_text("Chưa có kết quả. Chọn một mẫu để bắt đầu.")
     # Templates in the UI's language for the study's modality come first; the others after.
     expect(page.locator("#report-template optgroup").first).to_have_attribute("label", "Mẫu cho CT")
@@ -196,7 +197,13 @@ def test_someone_else_saving_in_between_is_a_conflict_never_an_overwrite(
     expect(page.locator("#report-status")).to_have_text("Bản nháp")
     page.locator("#report-findings").fill("Bản của tôi.")
     expect(page.locator("#report-save")).to_have_text(re.compile("^Đã lưu lúc"))
-    # Another browser saves in between.
+    # Another window saves; coming back to this one shows their text (nothing typed here meanwhile).
+    current = api(site, "GET", f"/api/reports/{accession}").json()
+    api(site, "PUT", f"/api/reports/{accession}", json={"sections": {"findings": "Bản ở cửa sổ kia."},
+                                                        "revision": current["revision"]})  # fmt: skip
+    page.evaluate("window.dispatchEvent(new Event('focus'))")
+    expect(page.locator("#report-findings")).to_have_value("Bản ở cửa sổ kia.")
+    # Another browser saves in between while this one is being typed in.
     current = api(site, "GET", f"/api/reports/{accession}").json()
     theirs = api(site, "PUT", f"/api/reports/{accession}", json={"sections": {"findings": "Bản của người khác."},
                                                                  "revision": current["revision"]})  # fmt: skip
@@ -332,4 +339,5 @@ def test_the_panel_beside_the_images_in_the_viewer(pages: Pages, site: Site, tmp
     assert api(site, "GET", f"/api/reports/{accession}").json()["version"]["sections"]["conclusion"] == (
         "Không thấy máu tụ nội sọ.")
     expect(where).to_contain_text("1/2")
+    expect(panel.locator("a.report-window")).to_have_attribute("href", f"/ui/report/{study}")  # a second screen
     screenshot(page, "report-viewer")

@@ -44,7 +44,7 @@ _NOT_IMAGING = frozenset({"SR", "DOC", "KO", "PR", "OT"})
 def panel_strings() -> dict[str, str]:
     """Everything report.js shows, in the page's language. Placeholders are ``{name}`` (MP.t)."""
     return {
-        "title": _("Report"),
+        "title": _("Report"), "newWindow": _("Open in a new window"),
         "clinical_information": _("Clinical information"), "technique": _("Technique"),
         "findings": _("Findings"), "conclusion": _("Conclusion"), "recommendation": _("Recommendation"),
         "status.draft": _("Draft"), "status.preliminary": _("Preliminary"), "status.final": _("Final"),

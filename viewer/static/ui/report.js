@@ -65,6 +65,10 @@
       parts.push(el("span", { class: "badge " + status, id: "report-status", dataset: { status: status } }, t("status." + status)));
       parts.push(el("span", { class: "muted report-version" }, t("version", { n: report.version.number })));
     }
+    if (studyUid && !document.body.classList.contains("report-page")) { // beside the images: the report on a second screen
+      parts.push(el("a", { class: "report-window", href: "/ui/report/" + encodeURIComponent(studyUid), target: "_blank",
+                           rel: "noopener" }, t("newWindow")));
+    }
     return el("header", { class: "report-head" }, parts);
   }
 
@@ -574,6 +578,12 @@
       save();
     }
     if (e.target instanceof HTMLElement && e.target.matches("textarea, input, select")) e.stopPropagation();
+  });
+  // Back to this window (the report may be open in another one too): show what changed meanwhile.
+  window.addEventListener("focus", async () => {
+    if (!state.report || state.dirty || state.saving || state.conflict || root.querySelector("dialog[open]")) return;
+    const answer = await MP.api("GET", reportUrl());
+    if (answer.ok && answer.body.revision !== state.report.revision && !state.dirty && !state.saving) load();
   });
   // Leaving with text the server does not have yet: the browser asks first.
   window.addEventListener("beforeunload", (e) => {
