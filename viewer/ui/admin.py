@@ -104,6 +104,7 @@ class Modality:
     device_code: str
     modality: str
     description: str
+    serial: str
 
 
 @blueprint.get("")
@@ -120,7 +121,8 @@ def dashboard() -> BaseResponse:
     for sender in usage.senders(archive, now, also=devices, people=[*people, "import"]):
         device = devices.get(sender.ae_title)
         modalities.append(Modality(sender, device.device_code if device else "", device.modality if device else "",
-                                   (device.description if device else "") or sender.description))  # fmt: skip
+                                   (device.description if device else "") or sender.description,
+                                   device.serial_number if device else ""))  # fmt: skip
     queues = queue_status(archive.db)
     return base.render("ui/admin.html", report=report, modalities=modalities, queues=queues, warn_days=WARN_DAYS,
                        checks=_health(report, queues, database_ms), day=timedelta(days=1), **_helpers())  # fmt: skip
