@@ -238,3 +238,31 @@ def test_outbox_page_filters_and_retries(client: FlaskClient, archive: Archive) 
         row = conn.execute(OUTBOX.select().where(OUTBOX.c.pk == number)).one()
     assert row.state == "pending" and row.attempts == 0
     assert client.post("/ui/admin/outbox/999/retry", data={"csrf_token": csrf}).status_code == 404
+
+
+def test_dashboard_warns_before_the_disk_is_full(client: FlaskClient, archive: Archive,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from sqlalchemy import update
+
+    from archive import usage
+    from archive.models import Study
+
+    with CT_FILES[0].open("rb") as f:
+        stored = archive.ingest(f, Origin("CT_ROOM1", "10.0.0.5", "DIMSE"))
+    five_days_ago = datetime.now(UTC) - usage.DAY * 5 + usage.DAY / 24
+    with archive.db.write() as conn:
+        conn.execute(update(Study).values(created_at=five_days_ago, updated_at=five_days_ago))
+    size = stored.size  # received over 5 days: size/5 a day
+    login(client)
+    monkeypatch.setattr(usage, "capacity", lambda objects: usage.Capacity(100 * size, size, 0))
+    soon = client.get("/ui/admin").text
+    assert re.search(r'class="notice" id="projection" role="alert">About 5 days until the disk is full', soon), soon
+    assert 'class="meter warn"' in soon and "full in about 5 days" in soon
+    monkeypatch.setattr(usage, "capacity", lambda objects: usage.Capacity(100 * size, 1000 * size, 0))
+    later = client.get("/ui/admin").text
+    assert 'class="ok" id="projection">About 5,000 days until the disk is full' in later
+    monkeypatch.setattr(usage, "capacity", lambda objects: usage.Capacity(100 * size, 0, 10**9))
+    full = client.get("/ui/admin").text
+    assert 'class="error" id="projection" role="alert">The disk is full' in full and 'class="meter full"' in full
+    monkeypatch.setattr(usage, "capacity", lambda objects: None)
+    assert "S3 object store" in client.get("/ui/admin").text
