@@ -276,7 +276,7 @@ class NetworkLog:
         """Images fetched over the network, grouped by what was asked (the URL's last segment and query,
         e.g. "rendered?viewport=256,256&quality=50"): how many, median and total bytes."""
         groups: dict[str, list[int]] = {}
-        for f in self.fetches.values():
+        for f in list(self.fetches.values()):
             if f.kind == "image" and f.done is not None and f.size and not f.cached and f.status == 200:
                 parts = urlsplit(f.url)
                 name = parts.path.rsplit("/", 1)[-1] + ("?" + parts.query if parts.query else "")
@@ -288,7 +288,7 @@ class NetworkLog:
         """The text responses (HTML, JS, CSS, JSON) that had arrived by `wall` over the network: their bytes
         as sent, and what they would be gzip-compressed (level 6) where the server sent them uncompressed."""
         sent = gzipped = 0
-        for f in self.fetches.values():
+        for f in list(self.fetches.values()):
             if f.kind not in ("html", "js", "css", "json") or f.done is None or f.done > wall + 0.001:
                 continue
             if f.cached or f.status != 200:
@@ -309,7 +309,7 @@ class NetworkLog:
         """What had arrived by `wall` (wall-clock seconds; everything when None)."""
         self._settle()
         weight = Weight()
-        for fetch in self.fetches.values():
+        for fetch in list(self.fetches.values()):
             if fetch.done is None or (wall is not None and fetch.done > wall + 0.001):
                 continue
             weight.add(fetch)
