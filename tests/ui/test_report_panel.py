@@ -160,7 +160,7 @@ def test_write_from_a_template_autosave_sign_with_the_pin_and_amend(
 
 
 def test_a_referrer_reads_the_signed_report_and_a_technologist_no_draft(
-    pages: Pages, site: Site, tmp_path: Path
+    pages: Pages, site: Site, tmp_path: Path, screenshot: Screenshot
 ) -> None:
     study, accession = own_study(site, tmp_path / "a", name="Võ^Văn <i>Tám</i>")
     signed_report(site, study, accession)
@@ -171,6 +171,7 @@ def test_a_referrer_reads_the_signed_report_and_a_technologist_no_draft(
     expect(page.locator(".report-study .patient-name")).to_have_text("Võ Văn <i>Tám</i>")  # as text
     for hidden in ("textarea", "#report-template", "#report-sign", "#report-amend", "#report-cancel"):
         expect(panel.locator(hidden)).to_have_count(0)
+    screenshot(page, "report-referrer")
     assert page.request.get(f"/api/reports/{accession}/pdf").headers["content-type"] == "application/pdf"
     # The server refuses what the panel does not show.
     refused = page.request.post(f"/api/reports/{accession}/amend", data={"reason": "x", "revision": 1},

@@ -292,7 +292,7 @@
       v.reason ? el("p", { class: "notice report-reason" }, t("amendReason", { reason: v.reason })) : null,
       el("div", { id: "report-alert" }),
       el("div", { class: "report-template" }, el("label", { for: "report-template" }, t("template")), select),
-      form, saved, actions, lostText(), signedBefore ? el("div", { id: "report-previous" }) : null,
+      form, el("div", { class: "report-bar" }, saved, actions), lostText(), signedBefore ? el("div", { id: "report-previous" }) : null,
       versionsView(report, false));
     state.lost = null;
     if (signedBefore) showPrevious(report);
