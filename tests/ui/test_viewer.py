@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from tests.conftest import CT_FILES
-from tests.ui.conftest import CT_STUDY, US_STUDY, Pages, Site, store_as_is
+from tests.ui.conftest import CT_STUDY, DX_STUDY, US_STUDY, Pages, Site, store_as_is
 
 Shot = Callable[[Page, str], Path]
 PHANTOM_SIZE = 256
@@ -168,6 +168,30 @@ def test_a_measured_distance_on_a_phantom_is_in_mm_zoomed_and_turned(pages: Page
     angle = page.locator("#pane-0 [data-overlay=measurements] li .measure-value").nth(4)
     expect(angle).to_have_text(re.compile(r"^(89\.[89]|90\.[01])°$"))
     screenshot(page, "viewer-ct-measure")
+
+
+def test_an_x_ray_turns_flips_and_measures_at_the_detector(pages: Pages, screenshot: Shot) -> None:
+    page = pages.login("radiologist", f"/studies/{DX_STUDY}")
+    shown(page)
+    canvas = page.locator("canvas#viewport-0")
+    expect(canvas).to_have_attribute("data-quality", "full")
+    page.click("[data-action=rotate]")
+    page.click("[data-action=flip-h]")
+    page.click("[data-action=invert]")
+    expect(page.locator("#ct-presets")).to_be_hidden()  # CT presets only for CT
+    page.click("[data-tool=length]")
+    box = canvas.bounding_box()
+    assert box
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.click(cx - 100, cy)
+    page.mouse.click(cx + 100, cy)
+    detector = page.evaluate("MP.t('mmDetector')")
+    value = page.locator("#pane-0 [data-overlay=measurements] li .measure-value")
+    expect(value).to_have_text(re.compile(r"^\d+\.\d " + re.escape(detector) + "$"))
+    # 200 screen pixels over a 1536-pixel image fitted in the viewport, 0.28 mm at the detector.
+    side = min(box["width"], box["height"])
+    assert abs(float(value.inner_text().split()[0]) - 200 * 1536 / side * 0.28) < 0.5
+    screenshot(page, "viewer-dx")
 
 
 def test_the_ultrasound_cine_plays_and_pauses(pages: Pages, screenshot: Shot) -> None:

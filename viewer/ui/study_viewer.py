@@ -155,7 +155,7 @@ def _strings() -> dict[str, str]:
         "tagsFor": _("Tags of image %(n)s", n="{n}"), "lowBandwidthOn": _("Low bandwidth: previews only."),
         "lowBandwidthOff": _("Full-quality images."), "born": _("Born"),
         "current": _("Current"), "prior": _("Prior"), "delete": _("Delete"),
-        "play": _("Play"), "pause": _("Pause"),
+        "play": _("Play"), "pause": _("Pause"), "inverted": _("inverted"),
     }  # fmt: skip
 
 

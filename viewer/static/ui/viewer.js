@@ -252,6 +252,7 @@
       if (fullImg) {
         this.present(fullImg, "full");
         this.prefetch();
+        if (this.wantsFull()) this.prefetch(true);
         return;
       }
       const lowImg = ready(low);
@@ -276,8 +277,12 @@
         this.prefetch();
       }, () => {
         if (token !== this.token) return;
-        load(full, true, owner).then((img) => token === this.token && this.present(img, "full"),
-          () => token === this.token && this.hint(MP.t("failed")));
+        load(full, true, owner).then((img) => token === this.token && this.present(img, "full"), () => {
+          if (token !== this.token) return;
+          this.hint(MP.t("failed"));
+          // An image gives no status: ask the manifest, so an ended session goes to the login page (MP.api).
+          MP.api("GET", `${this.study.base}/manifest`);
+        });
       });
       this.overlays();
     }
@@ -422,7 +427,10 @@
       const shownQuality = this.shown && this.shown.key === this.key() ? this.shown.quality : "";
       lines(o.display, win ? MP.el("span", { class: "wl", dataset: { window: `${T.number(win.center)},${T.number(win.width)}` } },
         MP.t("windowShort", { w: T.number(win.width), c: T.number(win.center) })) : "",
-        `${MP.t("zoom")} ${Math.round(this.scale() * 100)}%`, shownQuality === "low" ? MP.t("preview") : "");
+        `${MP.t("zoom")} ${Math.round(this.scale() * 100)}%`,
+        [this.rotation ? `↻${this.rotation * 90}°` : "", this.flipH ? "⇆" : "", this.flipV ? "⇅" : "",
+         this.invert ? MP.t("inverted") : ""].filter(Boolean).join(" "),
+        shownQuality === "low" ? MP.t("preview") : "");
       this.slider.value = String(this.position() + 1);
       this.listMeasurements();
     }
