@@ -118,11 +118,12 @@ def _today_page(error: str = "", status: int = 200) -> BaseResponse:
     if problems and not error:
         error, status = " ".join(problems), 400
     return base.render(
-        "ui/worklist.html", status, rows=rows, day=day, today=datetime.now().astimezone().date(),
+        "ui/worklist.html", status, rows=rows, day=day, today=_today(),
         day_before=(day - timedelta(days=1)).isoformat(), day_after=(day + timedelta(days=1)).isoformat(),
         filters=filters, modalities=modalities, stations=stations, total=len(everything), error=error,
         messages=get_flashed_messages(with_categories=True), status_labels=STATUS_LABELS,
         priority_labels=PRIORITY_LABELS, sex_labels=SEX_LABELS, link=_link(filters),
+        query=urlencode({k: v for k, v in filters.items() if v and not (k == "date" and day == _today())}),
         unmatched_count=_unmatched_count(),
     )  # fmt: skip
 
@@ -373,8 +374,13 @@ def _walk_in_order(form: WalkIn) -> OrderRequest | None:
 # --- helpers ---------------------------------------------------------------------------------------
 
 
+def _today() -> date:
+    """The server's local day (as /api/worklist's "today")."""
+    return datetime.now().astimezone().date()
+
+
 def _day(value: str, problems: list[str]) -> date:
-    today_ = datetime.now().astimezone().date()
+    today_ = _today()
     text = value.strip()
     if not text or text == "today":
         return today_
