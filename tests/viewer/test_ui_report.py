@@ -169,3 +169,24 @@ def test_the_examination_modality_leaves_out_report_objects() -> None:
     assert examination_modality("CT\\SR\\DOC") == "CT"
     assert examination_modality("SR\\US") == "US"
     assert examination_modality("") == "" and examination_modality("DOC") == "DOC"
+
+
+def test_every_string_the_script_shows_is_given_to_it(site: Site) -> None:
+    """report.js shows t("key"): a key missing from the panel's strings would show as the bare key."""
+    from flask import g
+
+    from reports.types import SECTIONS, ReportStatus
+    from viewer.ui.base import common_strings
+    from viewer.ui.report_page import panel_strings
+    from worklist.outbox import FAILED, PENDING, SENT
+
+    script = (Path(__file__).resolve().parents[2] / "viewer" / "static" / "ui" / "report.js").read_text()
+    used = set(re.findall(r'\bt\("([^"]+)"\s*[,)]', script))  # whole keys; "status." + status below
+    with site.client_for().application.test_request_context("/"):
+        g.ui_language = "vi"
+        given = {**common_strings(), **panel_strings()}
+    assert used and not used - set(given), sorted(used - set(given))
+    dynamic = ({f"status.{s.value}" for s in ReportStatus} | set(SECTIONS) | {"out.ORU^R01", "out.REPORT DICOM"}
+               | {f"state.{s}" for s in (PENDING, SENT, FAILED)})  # fmt: skip
+    assert not dynamic - set(given), sorted(dynamic - set(given))
+    assert all(value and "{" not in key for key, value in given.items())
