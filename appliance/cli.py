@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import errno
 import logging
 import socket
@@ -159,6 +160,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") ->
 
     from appliance.report_services import check_reports
 
+    _metrics_folder(settings)
     try:
         check_reports(settings)  # templates and outputs: refused at start, not at the first report
         senders = outbox_listeners(settings)  # HL7 to the HIS and the EMR, report objects into the archive
@@ -200,6 +202,18 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, banner: str = "") ->
             archive.close()
     log.info("minipacs stopped")
     return 0
+
+
+def _metrics_folder(settings: Settings) -> None:
+    """An empty folder where every process of this `serve` adds up its Prometheus figures (archive/metrics.py)."""
+    folder = settings.data_dir / "run" / "metrics"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.db"):  # the figures of a previous run: counters start again at 0
+            old.unlink()
+    except OSError as exc:
+        raise CommandError(f"cannot prepare {folder}: {exc.strerror or exc}") from exc
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 def _listen_error(settings: Settings, exc: OSError, kind: str = "dicom") -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -13,9 +14,10 @@ from sqlalchemy import func, select
 from archive.accounts import Accounts
 from archive.audit import AuditLog
 from archive.db import Database
-from archive.errors import NotFound, StorageUnavailable
+from archive.errors import ArchiveError, NotFound, StorageUnavailable
 from archive.index_writer import StudyHook
 from archive.ingest import Expected, IngestService, StoreResult
+from archive.metrics import observe_ingest
 from archive.models import Instance, Patient, Series, Study
 from archive.origin import Origin
 from archive.query import InstanceRef, Query, QueryService
@@ -71,8 +73,15 @@ class Archive:
         _close_store(self.objects)
 
     def ingest(self, stream: BinaryIO, origin: Origin, expected: Expected | None = None) -> StoreResult:
-        """Store one DICOM object; see IngestService.ingest."""
-        return self._ingest.ingest(stream, origin, expected)
+        """Store one DICOM object; see IngestService.ingest. Counted in archive.metrics."""
+        started = time.perf_counter()
+        try:
+            result = self._ingest.ingest(stream, origin, expected)
+        except ArchiveError:
+            observe_ingest(origin.via, "refused", 0, 0.0)
+            raise
+        observe_ingest(origin.via, result.status.name.lower(), result.size, time.perf_counter() - started)
+        return result
 
     def add_study_hook(self, hook: StudyHook) -> None:
         """Call `hook(connection, NewStudy)` inside the ingest transaction of every new study.

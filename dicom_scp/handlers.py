@@ -28,6 +28,7 @@ from archive import (
     query_from_identifier,
     require_unique_key,
 )
+from archive.metrics import observe_query
 from dicom_scp import responses, status
 from dicom_scp.associations import AssociationLog
 from dicom_scp.contexts import PATIENT_ROOT, VERIFICATION, contexts_for_sending
@@ -123,8 +124,10 @@ def handle_find(
         asked = "; ".join(f"{_keyword(t)}={_value(identifier, t)}" for t in sorted(query.conditions))
         archive.audit.record(origin, "QUERY", query.level.name, "", f"{matches} matches",
                              asked or "everything")  # fmt: skip
+    elapsed = time.perf_counter() - started
+    observe_query("C-FIND", elapsed)
     log.info("C-FIND %s level from %s on %s: %d matches in %.0f ms", query.level.name, origin,
-             keys, matches, (time.perf_counter() - started) * 1000)  # fmt: skip
+             keys, matches, elapsed * 1000)  # fmt: skip
 
 
 def handle_move(

@@ -17,6 +17,7 @@ from pynetdicom.dimse_primitives import N_CREATE, N_SET
 from pynetdicom.events import Event
 
 from archive import ArchiveError
+from archive.metrics import observe_query
 from dicom_scp import responses, status
 from dicom_scp.associations import AssociationLog
 from dicom_scp.contexts import MODALITY_PERFORMED_PROCEDURE_STEP, MODALITY_WORKLIST_FIND
@@ -66,8 +67,10 @@ def handle_mwl_find(event: Event, worklist: Worklist, associations: AssociationL
     finally:
         keys = ", ".join(query.keywords()) or "everything"
         worklist.archive.audit.record(origin, "QUERY", "WORKLIST", "", f"{matches} matches", keys)
+    elapsed = time.perf_counter() - started
+    observe_query("MWL", elapsed)
     log.info("MWL C-FIND from %s on %s%s: %d matches in %.0f ms", origin, keys,
-             " (ASCII)" if ascii_only else "", matches, (time.perf_counter() - started) * 1000)  # fmt: skip
+             " (ASCII)" if ascii_only else "", matches, elapsed * 1000)  # fmt: skip
 
 
 def handle_n_create(event: Event, steps: PerformedSteps,

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from reports.service import Reports
 
 #: Paths anyone may call: they show no patient data.
-ANONYMOUS = frozenset({"/healthz", "/login", "/"})
+ANONYMOUS = frozenset({"/healthz", "/metrics", "/login", "/"})
 #: Pages that find out who is asking themselves: a patient's share link (the link is the key),
 #: IID and its login page (a browser without a session is sent to log in, not answered 401).
 _OWN_VISITOR_PREFIXES = (share.PREFIX, pages.ASSETS_PREFIX, *iid.PREFIXES, *ui.PREFIXES)

@@ -10,6 +10,7 @@ does for names). Answers are the index's DICOM JSON as it is.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
@@ -17,6 +18,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from archive import Archive, InvalidQuery, Level, Origin, query_from_identifier
+from archive.metrics import observe_query
 from archive.uids import uid_problem
 from viewer.access import allow
 from viewer.urls import base_url, path_uid
@@ -78,9 +80,11 @@ def _search(level: Level, extra_levels: tuple[Level, ...] = (), **scope: str) ->
     query.limit, query.offset = limit + 1, offset  # one more tells whether there are more
     base = base_url()
     results = []
+    started = time.perf_counter()
     for attrs in archive.find_json(query):
         attrs["00081190"] = {"vr": "UR", "Value": [_retrieve_url(base, level, attrs)]}
         results.append(dict(sorted(attrs.items())))
+    observe_query("QIDO", time.perf_counter() - started)
     truncated = len(results) > limit
     del results[limit:]
     asked = "; ".join(f"{k}={v}" for k, v in request.args.items(multi=True))[:1000]

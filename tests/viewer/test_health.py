@@ -91,3 +91,39 @@ def test_an_s3_store_is_checked_and_a_stopped_one_fails_the_node(tmp_path: Path)
     finally:
         gateway.stop()
         archive.close()
+
+
+def test_metrics_add_up_every_process_of_the_node(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.conftest import CT_FILES, dcmtk
+    from tests.dicom_scp.helpers import findscu
+
+    server, url = start_web_server(tmp_path / "data", env={"MINIPACS_DICOM_WORKERS": "2",
+                                                           "MINIPACS_HTTP_ANONYMOUS_READ": "true"})  # fmt: skip
+    try:
+        dcmtk("storescu", "-aec", server.aet, "127.0.0.1", server.port, CT_FILES[0], CT_FILES[1])
+        dcmtk("storescu", "-aec", server.aet, "127.0.0.1", server.port, CT_FILES[0])  # the same again
+        findscu(server, tmp_path / "find", "QueryRetrieveLevel=STUDY", "StudyInstanceUID=")
+        assert requests.get(f"{url}/dicomweb/studies", timeout=30).status_code == 200
+        answer = requests.get(f"{url}/metrics", timeout=30)
+        assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("text/plain")
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(answer.text) for s in family.samples}  # fmt: skip
+        assert samples[("minipacs_instances_received_total", (("outcome", "stored"), ("via", "DIMSE")))] == 2
+        assert samples[("minipacs_instances_received_total", (("outcome", "already_stored"), ("via", "DIMSE")))] == 1
+        assert samples[("minipacs_received_bytes_total", (("via", "DIMSE"),))] > 1_000_000
+        assert samples[("minipacs_ingest_seconds_count", (("via", "DIMSE"),))] == 3
+        assert samples[("minipacs_query_seconds_count", (("kind", "C-FIND"),))] == 1
+        assert samples[("minipacs_query_seconds_count", (("kind", "QIDO"),))] == 1
+        assert samples[("minipacs_archive_instances", ())] == 2 and samples[("minipacs_archive_studies", ())] == 1
+        assert samples[("minipacs_disk_free_bytes", ())] > 0
+        assert "PatientName" not in answer.text and "Nguy" not in answer.text
+    finally:
+        server.stop()
+    restarted, url = start_web_server(tmp_path / "data")
+    try:  # a new run counts from zero; what is in the archive stays
+        text_ = requests.get(f"{url}/metrics", timeout=30).text
+        assert "minipacs_instances_received_total{" not in text_ and "minipacs_archive_instances 2.0" in text_
+    finally:
+        restarted.stop()
