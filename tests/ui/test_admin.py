@@ -35,6 +35,9 @@ def test_dashboard_shows_storage_and_the_sample_modalities(pages: Pages, screens
         assert int(row.locator("td.num").inner_text()) >= 1  # sent in the last 24 h
     expect(page.locator("#health .badge").first).to_be_visible()
     screenshot(page, "admin-dashboard")
+    page.click("nav.admin-tabs a[href='/ui/admin/outbox']")
+    expect(page.locator("h1")).to_be_visible()
+    screenshot(page, "admin-outbox")
 
 
 def test_add_a_user_who_can_then_log_in(pages: Pages) -> None:
@@ -71,6 +74,7 @@ def test_token_secret_shown_once_works_and_revoking_refuses_it(pages: Pages, sit
     secret = page.locator("#token-secret").inner_text().strip()
     assert re.fullmatch(r"mpt_[A-Za-z0-9_-]{43}", secret)
     expect(page.locator(".notice")).to_be_visible()  # "shown only once"
+    screenshot(page, "admin-token")
     bearer = {"Authorization": f"Bearer {secret}"}
     assert requests.get(f"{site.url}/dicomweb/studies", headers=bearer, timeout=30).status_code == 200
     page.goto("/ui/admin/users")

@@ -208,7 +208,9 @@ _DONE = {
 @base.ui_page("admin")
 def users() -> BaseResponse:
     done, name = request.args.get("done", ""), request.args.get("name", "")[:64]
-    notice = str(_DONE[done]) % {"name": name} if done in _DONE else ""
+    accounts = base.archive().accounts
+    known = accounts.user(name) is not None or any(t.name == name for t in accounts.tokens())
+    notice = str(_DONE[done]) % {"name": name} if done in _DONE and name and known else ""
     return _users_page(notice=notice)
 
 
