@@ -18,16 +18,16 @@ from tests.conftest import CT_FILES
 from tests.ui.conftest import CT_STUDY, DX_STUDY, US_STUDY, Pages, Site, store_as_is
 
 Shot = Callable[[Page, str], Path]
-PHANTOM_SIZE = 256
-#: Two bright dots 100 pixels apart on a row, 0.5 mm pixels: 50.0 mm.
-DOT_A, DOT_B = (78, 128), (178, 128)
+PHANTOM_SIZE = 512
+#: Two bright dots 200 pixels apart on a row, 0.25 mm pixels: 50.0 mm.
+DOT_A, DOT_B = (156, 256), (356, 256)
 
 
 def phantom(path: Path, name: str, patient_id: str) -> str:
-    """A 256x256 CT of a flat background with two 3x3 bright dots, Pixel Spacing 0.5 mm; returns its study UID."""
+    """A 512x512 CT of a flat background with two 5x5 bright dots, Pixel Spacing 0.25 mm; returns its study UID."""
     pixels = np.full((PHANTOM_SIZE, PHANTOM_SIZE), 0, dtype=np.int16)
     for x, y in (DOT_A, DOT_B):
-        pixels[y - 1:y + 2, x - 1:x + 2] = 1000
+        pixels[y - 2:y + 3, x - 2:x + 3] = 1000
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -41,7 +41,7 @@ def phantom(path: Path, name: str, patient_id: str) -> str:
     ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyDescription = "20261201", "080000", "PH0001", "Phantom"
     ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 1, 1
     ds.Rows = ds.Columns = PHANTOM_SIZE
-    ds.PixelSpacing = [0.5, 0.5]
+    ds.PixelSpacing = [0.25, 0.25]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
     ds.RescaleIntercept, ds.RescaleSlope = 0, 1
@@ -60,15 +60,17 @@ def overlay(page: Page, corner: str, pane: int = 0) -> str:
     return page.locator(f"#pane-{pane} [data-overlay={corner}]").inner_text()
 
 
-def screen_point(page: Page, x: float, y: float, zoom: float = 1.0, turns: int = 0) -> tuple[float, float]:
-    """Where image pixel (x, y) of the phantom is on the page: fitted, centred, zoomed, turned 90° clockwise `turns`."""
+def screen_point(page: Page, x: float, y: float, zoom: float = 1.0, turns: int = 0,
+                 pan: tuple[float, float] = (0, 0)) -> tuple[float, float]:  # fmt: skip
+    """Where image pixel (x, y) of the phantom is on the page: fitted, centred, zoomed, turned 90° clockwise
+    `turns` times, then moved by `pan` screen pixels."""
     box = page.locator("canvas#viewport-0").bounding_box()
     assert box
     scale = min(box["width"], box["height"]) / PHANTOM_SIZE * zoom
     dx, dy = (x - PHANTOM_SIZE / 2) * scale, (y - PHANTOM_SIZE / 2) * scale
     for _ in range(turns):
         dx, dy = -dy, dx
-    return box["x"] + box["width"] / 2 + dx, box["y"] + box["height"] / 2 + dy
+    return box["x"] + box["width"] / 2 + dx + pan[0], box["y"] + box["height"] / 2 + dy + pan[1]
 
 
 def millimetres(page: Page, n: int) -> float:
@@ -137,9 +139,21 @@ def test_a_measured_distance_on_a_phantom_is_in_mm_zoomed_and_turned(pages: Page
                                                                      tmp_path: Path) -> None:  # fmt: skip
     study = phantom(tmp_path / "phantom.dcm", "Phantom^Đo khoảng cách", "PH-MEASURE")
     store_as_is(site.server.port, "CT_ROOM1", [tmp_path / "phantom.dcm"])
-    page = pages.login("radiologist", f"/studies/{study}")
-    shown(page)
+    page = pages.login("radiologist", "/ui/")
+    held: list[Route] = []
+    page.route(re.compile(r"/rendered\?quality=90"), lambda route: held.append(route))  # measure on the preview
+    page.goto(f"/studies/{study}")
+    canvas = page.locator("canvas#viewport-0")
+    expect(canvas).to_have_attribute("data-quality", "low")  # 256 x 256 for a 512 x 512 image
     page.click("[data-tool=length]")
+    page.mouse.click(*screen_point(page, *DOT_A))
+    page.mouse.click(*screen_point(page, *DOT_B))
+    assert abs(millimetres(page, 0) - 50.0) <= 0.2
+    expect(canvas).to_have_attribute("data-quality", "low")
+    page.unroute(re.compile(r"/rendered\?quality=90"))
+    for route in held:
+        route.continue_()
+    expect(canvas).to_have_attribute("data-quality", "full")
     for zoom, turns in ((1.0, 0), (1.5625, 0), (1.5625, 1)):
         if zoom != 1.0 and turns == 0:
             page.click("[data-action=zoom-in]")
@@ -149,24 +163,36 @@ def test_a_measured_distance_on_a_phantom_is_in_mm_zoomed_and_turned(pages: Page
         page.mouse.click(*screen_point(page, *DOT_A, zoom=zoom, turns=turns))
         expect(page.locator("#pane-0 [data-overlay=hint]")).to_be_visible()
         page.mouse.click(*screen_point(page, *DOT_B, zoom=zoom, turns=turns))
-    for n in range(3):
+    for n in range(4):
         assert abs(millimetres(page, n) - 50.0) <= 0.2, n
-    expect(page.locator("#pane-0 [data-overlay=measurements] li")).to_have_count(3)
+    expect(page.locator("#pane-0 [data-overlay=measurements] li")).to_have_count(4)
     # A drag measures too: half the distance, vertically (on screen, after the turn: along the image's row).
     page.click("[data-action=fit]")
-    start = screen_point(page, 128, 128, turns=1)
-    end = screen_point(page, 178, 128, turns=1)
+    start = screen_point(page, 256, 256, turns=1)
+    end = screen_point(page, 356, 256, turns=1)
     page.mouse.move(*start)
     page.mouse.down()
     page.mouse.move(*end, steps=5)
     page.mouse.up()
-    assert abs(millimetres(page, 3) - 25.0) <= 0.2
+    assert abs(millimetres(page, 4) - 25.0) <= 0.2
     # An angle: 90° at A between B and a point straight below A.
     page.click("[data-tool=angle]")
-    for x, y in (DOT_B, DOT_A, (78, 228)):
+    for x, y in (DOT_B, DOT_A, (156, 456)):
         page.mouse.click(*screen_point(page, x, y, turns=1))
-    angle = page.locator("#pane-0 [data-overlay=measurements] li .measure-value").nth(4)
+    angle = page.locator("#pane-0 [data-overlay=measurements] li .measure-value").nth(5)
     expect(angle).to_have_text(re.compile(r"^(89\.[89]|90\.[01])°$"))
+    # Moved with the pan tool: the same dots, the same 50 mm.
+    page.click("[data-tool=pan]")
+    box = canvas.bounding_box()
+    assert box
+    page.mouse.move(box["x"] + 200, box["y"] + 200)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 260, box["y"] + 240, steps=4)
+    page.mouse.up()
+    page.click("[data-tool=length]")
+    page.mouse.click(*screen_point(page, *DOT_A, turns=1, pan=(60, 40)))
+    page.mouse.click(*screen_point(page, *DOT_B, turns=1, pan=(60, 40)))
+    assert abs(millimetres(page, 6) - 50.0) <= 0.2
     screenshot(page, "viewer-ct-measure")
 
 

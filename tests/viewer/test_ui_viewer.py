@@ -102,6 +102,8 @@ def test_the_manifest_lists_series_in_order_with_spacing_windows_and_cine_timing
     cine = next(i for s in us["series"] for i in s["images"] if i.get("frames") == 30 or s["common"].get("frames") == 30)
     merged = {**next(s["common"] for s in us["series"] if cine in s["images"]), **cine}
     assert merged["frames"] == 30 and merged["frameTime"] == 50.0 and merged["grayscale"] is False
+    # Ultrasound measures with its region's calibration (0.0372 cm a pixel), inside that region.
+    assert merged["spacing"] == {"row": 0.372, "column": 0.372, "kind": "region", "region": [16, 40, 623, 479]}
 
 
 def test_images_are_rendered_scoped_to_the_study_and_cached(site: Site) -> None:
