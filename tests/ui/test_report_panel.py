@@ -152,11 +152,30 @@ def test_write_from_a_template_autosave_sign_with_the_pin_and_amend(
     amended = api(site, "GET", f"/api/reports/{accession}").json()
     assert amended["version"]["number"] == 2 and amended["version"]["status"] == "draft"
     assert [(v["number"], v["status"]) for v in amended["versions"]] == [(1, "final"), (2, "draft")]
-    # Withdrawing the amendment leaves version 1 in force.
+    # The amendment is written and signed: amended, both versions' PDFs listed.
+    page.locator("#report-conclusion").fill(CONCLUSION + " Vôi hóa đám rối mạch mạc.")
+    page.locator("#report-conclusion").press("Control+s")
+    expect(page.locator("#report-save")).to_have_text(re.compile("^Đã lưu lúc"))
+    page.click("#report-sign")
+    expect(page.locator("#report-sign-conclusion")).to_have_text(CONCLUSION + " Vôi hóa đám rối mạch mạc.")
+    page.locator("#report-pin").fill(ca.PASSPHRASE)
+    page.locator("#report-pin").press("Enter")
+    expect(page.locator("#report-status")).to_have_text("Đã sửa đổi")
+    versions = panel.locator("details.report-versions")
+    versions.locator("summary").click()
+    expect(versions.locator("li")).to_have_count(2)
+    expect(versions.locator("a.report-pdf")).to_have_count(2)
+    assert page.request.get(f"/api/reports/{accession}/pdf?version=1").headers["content-type"] == "application/pdf"
+    # Another amendment, withdrawn: version 2 stays in force.
+    page.click("#report-amend")
+    page.locator("#report-amend-reason").fill("Thử")
+    page.locator("#report-amend-dialog button[type=submit]").click()
+    expect(panel.locator(".report-version")).to_have_text("Phiên bản 3")
     page.click("#report-cancel")
     page.locator("#report-cancel-dialog button[type=submit]").click()
-    expect(page.locator("#report-status")).to_have_text("Đã ký")
-    assert api(site, "GET", f"/api/reports/{accession}").json()["status"] == "final"
+    expect(page.locator("#report-status")).to_have_text("Đã sửa đổi")
+    final = api(site, "GET", f"/api/reports/{accession}").json()
+    assert final["status"] == "amended" and final["version"]["number"] == 2
 
 
 def test_a_referrer_reads_the_signed_report_and_a_technologist_no_draft(
