@@ -239,6 +239,18 @@ def test_the_ultrasound_cine_plays_and_pauses(pages: Pages, screenshot: Shot) ->
     text = images.inner_text()
     page.wait_for_timeout(600)  # twelve frames' time at 20 fps: nothing may move
     assert frames.get_attribute("data-frame") == stopped and images.inner_text() == text
+    # Inside the ultrasound region a length is in mm by the region's calibration; across its edge, in pixels.
+    page.click("[data-tool=length]")
+    box = frames.bounding_box()
+    assert box
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.click(cx - 100, cy)
+    page.mouse.click(cx + 100, cy)
+    value = page.locator("#pane-0 [data-overlay=measurements] li .measure-value")
+    expect(value.first).to_have_text(re.compile(r"^\d+\.\d " + re.escape(page.evaluate("MP.t('mmRegion')")) + "$"))
+    page.mouse.click(cx, cy)
+    page.mouse.click(box["x"] + 3, box["y"] + 3)  # the corner of the picture: outside the region
+    expect(value.nth(1)).to_have_text(re.compile(r"^\d+\.\d px"))
 
 
 def test_the_tag_browser_lists_and_filters(pages: Pages, screenshot: Shot) -> None:

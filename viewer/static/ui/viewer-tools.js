@@ -65,9 +65,15 @@
 
   /** Distance between two image points (column x, row y) in mm, or in pixels when `spacing` is missing. */
   T.length = function (a, b, spacing) {
-    if (!spacing) return { value: Math.hypot(b.x - a.x, b.y - a.y), unit: "px" };
+    if (!spacing || (spacing.region && !(inside(a, spacing.region) && inside(b, spacing.region)))) {
+      return { value: Math.hypot(b.x - a.x, b.y - a.y), unit: "px" }; // an ultrasound calibration holds in its region only
+    }
     return { value: Math.hypot((b.x - a.x) * spacing.column, (b.y - a.y) * spacing.row), unit: spacing.kind };
   };
+
+  function inside(p, box) {
+    return p.x >= box[0] && p.y >= box[1] && p.x <= box[2] + 1 && p.y <= box[3] + 1;
+  }
 
   /** The angle at vertex `b` between `a` and `c`, in degrees (measured in mm when the pixels are not square). */
   T.angle = function (a, b, c, spacing) {
