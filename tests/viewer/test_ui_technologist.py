@@ -12,6 +12,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from archive import Archive, Origin
+from archive.audit import search
 from tests.archive.helpers import find, ingest_ds, make_dataset, uid
 from tests.worklist.helpers import HIS, order
 from viewer.app import create_app
@@ -59,7 +60,7 @@ def error_text(html: str) -> str:
 # --- today's worklist ------------------------------------------------------------------------------
 
 
-def test_today_lists_the_days_steps_with_counts_filters_and_escaped_names(app_client: FlaskClient,
+def test_today_lists_the_days_steps_with_counts_filters_and_escaped_names(app_client: FlaskClient, archive: Archive,
                                                                           worklist: Worklist) -> None:  # fmt: skip
     schedule(worklist, "O1", "ACC001", "PID001", start_time="0900", station_ae_title="CT_ROOM1", priority="STAT")
     schedule(worklist, "O2", "ACC002", "PID002", modality="DX", start_time="0815", name=XSS)
@@ -83,6 +84,10 @@ def test_today_lists_the_days_steps_with_counts_filters_and_escaped_names(app_cl
     assert "ACC003" in other_day and "ACC001" not in other_day
     assert "ACC001" not in app_client.get("/ui/worklist?status=COMPLETED").text
     assert "ACC001" in app_client.get("/ui/worklist?status=OPEN").text
+    # Who looked at the worklist is in the audit log, as for /api/worklist.
+    archive.audit.flush()
+    seen = search(archive.db, action="WORKLIST_QUERY")
+    assert seen and seen[0].actor == "ktv.hoa" and "status=OPEN" in seen[0].detail
 
 
 @pytest.mark.parametrize("query", ["date=2026-02-30", "date=yesterday", "modality=C%3CT", "status=ARRIVED",
@@ -94,7 +99,8 @@ def test_bad_filters_get_a_clear_400(app_client: FlaskClient, query: str) -> Non
     assert error_text(answer.text) and "Traceback" not in answer.text
 
 
-def test_status_buttons_move_the_step_as_the_service_allows(app_client: FlaskClient, worklist: Worklist) -> None:
+def test_status_buttons_move_the_step_as_the_service_allows(app_client: FlaskClient, archive: Archive,
+                                                           worklist: Worklist) -> None:  # fmt: skip
     schedule(worklist, "O1", "ACC001", "PID001")
     csrf = log_in(app_client)
     html = app_client.get("/ui/worklist").text
@@ -113,6 +119,9 @@ def test_status_buttons_move_the_step_as_the_service_allows(app_client: FlaskCli
     again = app_client.post("/ui/worklist/ACC001/status", data={"status": "discontinued", "csrf_token": csrf})
     assert again.status_code == 409 and "ACC001" in error_text(again.text)
     assert worklist.get("ACC001").status == "COMPLETED"
+    archive.audit.flush()
+    audited = search(archive.db, action="WORKLIST_STATUS")
+    assert [(a.uid, a.outcome) for a in audited] == [("ACC001", "refused 409")]  # the accepted ones: by the service
     for data, code in (({"status": "arrived"}, 400), ({"status": "cancelled"}, 400),
                        ({"status": "started", "reason": "x" * 501}, 400)):  # fmt: skip
         answer = app_client.post("/ui/worklist/ACC001/status", data={**data, "csrf_token": csrf})

@@ -39,7 +39,7 @@ from viewer import i18n
 from viewer.pages import person_name, secure
 from viewer.ui import base
 from viewer.worklist_api import _STATUSES
-from viewer.worklist_http import origin, worklist
+from viewer.worklist_http import audit, origin, record_request, worklist
 from worklist.errors import InvalidOrder, InvalidTransition, OrderConflict, UnknownOrder
 from worklist.models import ProcedureStep, StudyMatch
 from worklist.service import TRANSITIONS
@@ -48,6 +48,8 @@ from worklist.types import PRIORITIES, OrderRequest, StepStatus, StepView
 blueprint = Blueprint("ui_technologist", __name__)
 blueprint.register_error_handler(ArchiveError, base.refused)
 blueprint.register_error_handler(base.LoginNeeded, base.login_needed)
+# One audit event per page read or refused change, as /api/worklist (the service audits the changes it makes).
+blueprint.after_request(lambda response: record_request(response, _VIA))
 
 base.menu_item("ui_technologist.today", lazy_gettext("Worklist"), "worklist")
 
@@ -115,6 +117,8 @@ def _today_page(error: str = "", status: int = 200) -> BaseResponse:
              "actions": [(word, label) for word, target, label in ACTIONS
                          if target in TRANSITIONS[StepStatus(s.status)]]} for s in shown]  # fmt: skip
     filters = {"date": day.isoformat(), "modality": modality, "station": station, "status": wanted}
+    if request.method == "GET":
+        audit("WORKLIST_QUERY", "ORDER", "", f"date={day:%Y%m%d} modality={modality} station={station} status={wanted}")
     if problems and not error:
         error, status = " ".join(problems), 400
     return base.render(
@@ -133,6 +137,7 @@ def _today_page(error: str = "", status: int = 200) -> BaseResponse:
 def set_status(accession: str) -> BaseResponse:
     accession = accession.strip()
     word = request.form.get("status", "").strip().lower()
+    audit("WORKLIST_STATUS", "ORDER", accession[:64], word[:20])
     reason = request.form.get("reason", "").strip()
     if not 1 <= len(accession) <= 16 or not accession.isprintable():
         return _today_page(_("The accession number must be 1 to 16 characters."), 400)
@@ -167,6 +172,8 @@ def unmatched() -> BaseResponse:
 
 def _unmatched_page(error: str = "", status: int = 200, entered: dict[str, str] | None = None) -> BaseResponse:
     service = worklist()
+    if request.method == "GET":
+        audit("WORKLIST_UNMATCHED", "STUDY")
     page = request.args.get("page", "1").strip()
     number = int(page) if page.isdigit() and 1 <= int(page) <= 100_000 else 1
     studies = service.unmatched_studies(_PAGE + 1, (number - 1) * _PAGE)
@@ -194,6 +201,7 @@ def match() -> BaseResponse:
     accession = request.form.get("accession_number", "").strip()
     confirmed = base.form_bool("confirm_patient")
     entered = {"study_instance_uid": study_uid, "accession_number": accession}
+    audit("WORKLIST_MATCH", "STUDY", study_uid[:64], f"to {accession[:16]}")
     if not study_uid or uid_problem(study_uid):
         return _unmatched_page(_("The study to match is not a valid Study Instance UID."), 400, entered)
     if not accession:
@@ -269,6 +277,7 @@ def walk_in_form() -> BaseResponse:
 @base.ui_page("worklist")
 def walk_in() -> BaseResponse:
     form = WalkIn.from_form()
+    audit("WORKLIST_WALK_IN", "ORDER", form.values["patient_id"][:64])
     order = _walk_in_order(form)
     if order is None:
         return _walk_in_page(form, 400)
