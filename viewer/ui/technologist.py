@@ -231,9 +231,9 @@ def match() -> BaseResponse:
         return _unmatched_page(_("The study is no longer in the archive."), 404, entered)
     except UnknownOrder:
         return _unmatched_page(_("No order has accession number %(accession)s.", accession=accession), 404, entered)
-    except OrderConflict as exc:
-        return _unmatched_page(_("Order %(accession)s already has images: %(detail)s", accession=accession,
-                                 detail=exc.message), 409, entered)  # fmt: skip
+    except OrderConflict:
+        return _unmatched_page(_("Order %(accession)s already has a study of its own. Choose another order, or "
+                                 "match that study elsewhere first.", accession=accession), 409, entered)  # fmt: skip
     flash(_("The study was matched to order %(accession)s (%(patient)s, ID %(patient_id)s).",
             accession=result["accession_number"], patient=_person(step.patient.name),
             patient_id=result["patient_id"]), "ok")  # fmt: skip
