@@ -453,12 +453,23 @@ class Bench:
             wait_quiet(page, log)
             phases.append(Phase("page settled (no full image: placeholder page)", None, log.until()))
             return Visit(mode, phases, requests=log.listing(), images=log.image_kinds(), text=text)
-        same = json.dumps(first["sop"])
-        full = self.wait_draw(page, f"d => d.kind === 'viewer' && d.quality === 'full' && d.sop === {same}")
-        phases.append(Phase("first image, full quality", full["t"], log.until(full["wall"] / 1000)))
+        full_drawn = f"d => d.kind === 'viewer' && d.quality === 'full' && d.sop === {json.dumps(first['sop'])}"
+        # In low-bandwidth mode the viewer shows previews only, and the full image when asked for.
+        low_bandwidth = bool(page.evaluate("!!(window.MP && MP.data && MP.data.lowBandwidth)"))
+        if not low_bandwidth:
+            full = self.wait_draw(page, full_drawn)
+            phases.append(Phase("first image, full quality", full["t"], log.until(full["wall"] / 1000)))
         wait_quiet(page, log)
         settled = log.until()
         phases.append(Phase("page settled (prefetch done)", None, settled))
+        if low_bandwidth:
+            clicked = float(page.evaluate("performance.now()"))
+            page.click("button[data-action=full-quality]")
+            full = self.wait_draw(page, full_drawn)
+            phases.append(Phase("full quality on request: since the click", full["t"] - clicked,
+                                log.until(full["wall"] / 1000).minus(settled)))  # fmt: skip
+            wait_quiet(page, log)
+            settled = log.until()
         if not scroll:
             return Visit(mode, phases, requests=log.listing(), images=log.image_kinds(), text=text)
         started = time.time()
@@ -467,8 +478,8 @@ class Bench:
         wait_quiet(page, log)
         end = log.until()
         per_slice = (end.bytes["image"] / len(seen)) if seen else None
-        phases.append(Phase(f"scrolled through {len(seen)} slices ({steps} wheel notches)", elapsed,
-                            end.minus(settled), "time of the scroll; bytes during it"))  # fmt: skip
+        phases.append(Phase(f"scrolling {len(seen)} slices ({steps} notches): during it", elapsed,
+                            end.minus(settled)))  # fmt: skip
         phases.append(Phase("visit total", None, end))
         return Visit(mode, phases, len(seen), per_slice, log.listing(), log.image_kinds(), text)
 
@@ -569,7 +580,7 @@ def print_table(result: dict[str, Any], out: Callable[[str], None] = print) -> N
     out(f"link:  {c['described']}; Chromium {c['chromium']}; per-user low-bandwidth setting "
         f"{'on' if c['low_bandwidth_setting'] else 'off'}")  # fmt: skip
     out("bytes: on the wire (headers + bodies as received), kB = 1000 bytes; ms from navigation start")
-    header = f"{'':44} {'ms':>7} {'kB':>9} {'req':>4} {'cache':>5} " + " ".join(f"{k:>7}" for k in KINDS)
+    header = f"{'':52} {'ms':>7} {'kB':>9} {'req':>4} {'cache':>5} " + " ".join(f"{k:>7}" for k in KINDS)
     visits = (("open the study, empty cache", result["cold"]), ("open it again, same browser", result["warm"]))
     for label, visit in visits:
         out("")
@@ -579,7 +590,7 @@ def print_table(result: dict[str, Any], out: Callable[[str], None] = print) -> N
             ms = "" if p["ms"] is None else f"{p['ms']:,}"
             name = p["name"] + (f" [{p['note']}]" if p["note"] and p["name"] == "first image" else "")
             cached = p["from_cache"] + p["not_modified"]
-            out(f"  {name[:42]:42} {ms:>7} {kb(p['bytes']):>9} {p['requests']:>4} {cached:>5} "
+            out(f"  {name[:50]:50} {ms:>7} {kb(p['bytes']):>9} {p['requests']:>4} {cached:>5} "
                 + " ".join(f"{kb(p['by_kind'][k]):>7}" for k in KINDS))  # fmt: skip
         if visit["image_bytes_per_slice"] is not None:
             out(f"  image kB per slice over the visit: {kb(visit['image_bytes_per_slice'])} "
@@ -589,7 +600,7 @@ def print_table(result: dict[str, Any], out: Callable[[str], None] = print) -> N
             out(f"  text (HTML, JS, CSS, JSON) until the first image: {kb(text['sent'])} kB as sent, "
                 f"{kb(text['gzip'])} kB if the server gzipped it")  # fmt: skip
         for name, group in visit["images"].items():
-            out(f"  images {name[:60]:60} {group['count']:>4} x {kb(group['median_bytes']):>6} kB median, "
+            out(f"  images {name[:50]:50} {group['count']:>4} x {kb(group['median_bytes']):>6} kB median, "
                 f"{kb(group['bytes'])} kB")  # fmt: skip
         if "requests" in visit:
             out(f"  {'sent ms':>9} {'done ms':>9} {'status':>6} {'kind':6} {'bytes':>9}  path")
