@@ -274,7 +274,6 @@
         if (token !== this.token) return;
         this.present(img, "low");
         this.later(full, token);
-        this.prefetch();
       }, () => {
         if (token !== this.token) return;
         load(full, true, owner).then((img) => token === this.token && this.present(img, "full"), () => {
@@ -284,6 +283,7 @@
           MP.api("GET", `${this.study.base}/manifest`);
         });
       });
+      this.prefetch(); // queued behind this image: a fast scroll finds the next ones on their way
       this.overlays();
     }
 
