@@ -75,6 +75,7 @@ def test_today_lists_the_days_steps_with_counts_filters_and_escaped_names(app_cl
     assert 'class="badge stat"' in html and "CT_ROOM1" in html
     assert re.search(r"CT <b>1</b>", html) and re.search(r"DX <b>1</b>", html)
     assert 'href="/ui/worklist"' in html  # the menu item
+    assert 'data-refresh="60"' in html
     only_dx = app_client.get("/ui/worklist?modality=dx").text
     assert "ACC002" in only_dx and "ACC001" not in only_dx
     station = app_client.get("/ui/worklist?station=CT_ROOM1").text
@@ -118,6 +119,7 @@ def test_status_buttons_move_the_step_as_the_service_allows(app_client: FlaskCli
     assert done.status_code == 303 and worklist.get("ACC001").status == "COMPLETED"
     again = app_client.post("/ui/worklist/ACC001/status", data={"status": "discontinued", "csrf_token": csrf})
     assert again.status_code == 409 and "ACC001" in error_text(again.text)
+    assert "data-refresh" not in again.text  # a page answering a POST never reloads itself (that would re-post)
     assert worklist.get("ACC001").status == "COMPLETED"
     archive.audit.flush()
     audited = search(archive.db, action="WORKLIST_STATUS")

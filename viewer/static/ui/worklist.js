@@ -6,6 +6,21 @@
     field.addEventListener("change", function () { if (field.form) field.form.requestSubmit(); });
   });
 
+  // The worklist and the unmatched list reload themselves (new orders, new studies) while nobody is typing.
+  var refreshed = document.querySelector("[data-refresh]");
+  if (refreshed) {
+    var seconds = Math.max(15, parseInt(refreshed.getAttribute("data-refresh"), 10) || 60);
+    setInterval(function () {
+      var active = document.activeElement;
+      var busy = document.hidden || document.querySelector("details[open]") ||
+        (active && /^(INPUT|SELECT|TEXTAREA)$/.test(active.tagName)) ||
+        Array.prototype.some.call(document.querySelectorAll("main input[type=text]"), function (input) {
+          return input.value !== input.defaultValue;
+        });
+      if (!busy) location.reload();
+    }, seconds * 1000);
+  }
+
   // Walk-in: only the procedures of the chosen modality; choosing a procedure chooses its modality.
   var modality = document.getElementById("modality");
   var procedure = document.getElementById("procedure_code");
