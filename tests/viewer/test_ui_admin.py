@@ -66,6 +66,7 @@ def test_dashboard_shows_storage_modalities_and_queues(client: FlaskClient, arch
     assert page.status_code == 200
     assert re.search(r'<dd id="instances">3</dd>', page.text)
     assert 'data-ae="CT_ROOM1"' in page.text and "just now" in page.text
+    assert 'href="/ui/admin/audit?user=CT_ROOM1"' in page.text
     assert "Not enough data yet" in page.text  # an archive of one day gives no projection
     assert 'data-destination="his"' in page.text and 'data-destination="emr"' in page.text
     assert 'href="/ui/admin/outbox?state=failed"' in page.text
