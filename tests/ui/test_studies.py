@@ -193,10 +193,11 @@ def test_a_hostile_patient_name_is_shown_as_text(pages: Pages, site: Site) -> No
     assert not dialogs
 
 
-def test_bad_filters_say_what_is_wrong(pages: Pages) -> None:
+def test_bad_filters_say_what_is_wrong(pages: Pages, screenshot: Screenshot) -> None:
     page = pages.login("radiologist", "/ui/studies?page=-1&sort=bogus&from=31/02/2026")
     problems = page.locator("#filter-problems li")
     expect(problems).to_have_count(3)
+    screenshot(page, "studies-bad-filter")
     expect(page.locator("#filter-problems")).to_contain_text("31/02/2026")
     expect(page.locator("#study-list")).to_have_count(0)
     page.click("a.button:has-text('Xóa lọc')")  # back to the plain list
@@ -204,7 +205,9 @@ def test_bad_filters_say_what_is_wrong(pages: Pages) -> None:
     expect(page.locator("#study-list, #no-studies")).to_be_visible()
 
 
-def test_a_referrer_sees_signed_or_not(pages: Pages) -> None:
+def test_a_referrer_sees_signed_or_not(pages: Pages, screenshot: Screenshot) -> None:
     page = pages.login("referrer", f"/ui/studies?{SAMPLE_DAYS}")
     expect(page.locator("#f-status option")).to_have_count(3)
+    expect(page.locator("#f-status")).to_have_value("all")
     expect(row_of(page, CT_ACCESSION).locator("td:nth-child(11)")).to_have_text("Chưa có kết quả")
+    screenshot(page, "studies-referrer")
