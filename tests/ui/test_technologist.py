@@ -142,6 +142,9 @@ def test_the_technologist_matches_an_unmatched_study(pages: Pages, site: Site, s
     expect(row).to_contain_text(patient_id)
     expect(row).to_contain_text("TRAN VAN BINH")
     expect(page.locator(f'#unmatched tr[data-study="{DX_STUDY}"]')).to_be_visible()  # the sample DX, unmatched too
+    # Each study shows a thumbnail to check the images by (DX in JPEG 2000, US cine in JPEG).
+    page.wait_for_function("""() => [...document.querySelectorAll('#unmatched a.wl-thumb img')]
+                                       .every(img => img.complete && img.naturalWidth > 0)""")
     screenshot(page, "worklist-unmatched")
 
     # An accession number no order has: a clear message, nothing changed.
