@@ -11,7 +11,10 @@ from archive import Archive, Origin
 from archive.models import Instance, Series, Study
 from archive.usage import DAY, capacity, daily_bytes, first_instance_since, history_days, project, senders, storage
 from storage import FilesystemStore
-from tests.conftest import CT_FILES, DX_FILE, US_FILES
+from tests.conftest import CT_FILES, DX_FILE, US_FILES, both_index_backends
+
+# The queries must work the same on SQLite and PostgreSQL.
+index_backend = both_index_backends
 
 GB = 10**9
 NOW = datetime(2026, 12, 6, 3, 0, tzinfo=UTC)
@@ -86,7 +89,8 @@ def test_daily_bytes_and_history_from_the_index(archive: Archive) -> None:
         daily = daily_bytes(conn, NOW)
         age = history_days(conn, NOW)
     with archive.db.read() as conn:
-        sizes = dict(conn.execute(select(Instance.calling_ae, Study.size_bytes).join(Series, Series.pk == Instance.series_pk)
+        sizes = dict(conn.execute(select(Instance.calling_ae, Study.size_bytes)
+                                  .join(Series, Series.pk == Instance.series_pk)
                                   .join(Study, Study.pk == Series.study_pk)).all())  # fmt: skip
     assert len(daily) == 30 and [i for i, b in enumerate(daily) if b] == [26, 29]  # 3 days 1 h ago, 2 h ago
     assert daily[26] == sizes["CT_ROOM1"] and daily[29] == sizes["DX_ROOM2"]  # the US study is before the window

@@ -18,7 +18,8 @@ NEW_USER, NEW_PASSWORD = "ktv.admin-test", "ca truc dem thu bay"
 TOKEN = "emr-admin-test"
 
 
-def test_dashboard_shows_storage_and_the_sample_modalities(pages: Pages, screenshot: Callable[[Page, str], Path]) -> None:
+def test_dashboard_shows_storage_and_the_sample_modalities(pages: Pages,
+                                                           screenshot: Callable[[Page, str], Path]) -> None:  # fmt: skip
     page = pages.login("admin", "/ui/admin")
     expect(page).to_have_url(re.compile(r"/ui/admin$"))
     expect(page.locator("nav.menu a[href='/ui/admin']")).to_have_attribute("aria-current", "page")

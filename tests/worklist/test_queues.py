@@ -24,7 +24,8 @@ def test_queue_status_per_destination(archive: Archive) -> None:
     assert list(status) == ["dicom-sr", "his"]  # emr has only sent messages: nothing to show
     his = status["his"]
     assert (his.pending, his.failed) == (2, 1)
-    assert his.oldest_pending is not None and abs(his.oldest_pending - (now - timedelta(hours=3))) < timedelta(seconds=1)
+    assert his.oldest_pending is not None
+    assert abs(his.oldest_pending - (now - timedelta(hours=3))) < timedelta(seconds=1)
     age = his.oldest_age_seconds(now)
     assert age is not None and 3 * 3600 - 1 <= age <= 3 * 3600 + 1
     assert status["dicom-sr"].failed == 0 and status["dicom-sr"].pending == 1

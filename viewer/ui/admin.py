@@ -330,7 +330,8 @@ def create_token() -> BaseResponse:
     created = accounts.create_token(name, _origin(), role)
     # Shown on this page once; no-store so no cache keeps it.
     return base.render("ui/admin_token.html", created=created, **_helpers(),
-                       strings={"copied": _("Copied."), "copyByHand": _("The token is selected: press Ctrl+C to copy it.")})
+                       strings={"copied": _("Copied."),
+                                "copyByHand": _("The token is selected: press Ctrl+C to copy it.")})
 
 
 @blueprint.post("/tokens/<name>/revoke")
