@@ -31,23 +31,20 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from sqlalchemy import func, insert, select
 
-from sqlalchemy import func, insert, select  # noqa: E402
-
-
-from archive import Archive, Origin  # noqa: E402
-from archive.models import Patient, Study  # noqa: E402
-from archive.patients import read_patient  # noqa: E402
-from bench.common import OUT, describe_disk  # noqa: E402
-from bench.populate import END, populate  # noqa: E402
-from reports.models import Report, ReportVersionRow  # noqa: E402
-from reports.reading_list import ReadingListQuery, reading_list  # noqa: E402
-from viewer.app import create_app  # noqa: E402
-from viewer.config import WebConfig  # noqa: E402
-from worklist.models import ProcedureStep, StudyMatch  # noqa: E402
-from worklist.service import Worklist  # noqa: E402
-from worklist.types import OrderRequest  # noqa: E402
+from archive import Archive, Origin
+from archive.models import Patient, Study
+from archive.patients import read_patient
+from common import OUT, describe_disk
+from populate import END, populate
+from reports.models import Report, ReportVersionRow
+from reports.reading_list import ReadingListQuery, reading_list
+from viewer.app import create_app
+from viewer.config import WebConfig
+from worklist.models import ProcedureStep, StudyMatch
+from worklist.service import Worklist
+from worklist.types import OrderRequest
 
 ADMIN = Origin("bench", "", "CLI")
 PASSWORD = "bench reading list"
