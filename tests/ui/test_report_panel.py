@@ -67,6 +67,7 @@ def signed_report(site: Site, study: str, accession: str, conclusion: str = CONC
     created = api(site, "POST", "/api/reports", json={"study_instance_uid": study, "template_id": "ct-so-nao-vi"})
     assert created.status_code == 201, created.text
     saved = api(site, "PUT", f"/api/reports/{accession}", json={"sections": {"conclusion": conclusion},
+                                                                "structured": {"midline_shift_mm": 3.5},
                                                                 "revision": created.json()["revision"]})  # fmt: skip
     assert saved.status_code == 200, saved.text
     signed = api(site, "POST", f"/api/reports/{accession}/sign", json={"pin": ca.PASSPHRASE,
@@ -187,6 +188,7 @@ def test_a_referrer_reads_the_signed_report_and_a_technologist_no_draft(
     panel = page.locator("#report")
     expect(page.locator("#report-status")).to_have_text("Đã ký")
     expect(panel.locator(".report-section[data-section=conclusion]")).to_have_text(CONCLUSION)
+    expect(panel.locator(".report-fields-view")).to_have_text("Di lệch đường giữa (mm)3.5")  # the template's label
     expect(page.locator(".report-study .patient-name")).to_have_text("Võ Văn <i>Tám</i>")  # as text
     for hidden in ("textarea", "#report-template", "#report-sign", "#report-amend", "#report-cancel"):
         expect(panel.locator(hidden)).to_have_count(0)

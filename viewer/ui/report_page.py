@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g, request
+from flask import Blueprint, current_app, g, request
 from flask_babel import gettext as _
 from werkzeug.wrappers import Response as BaseResponse
 
 from archive import NotFound, Origin
 from archive.errors import ArchiveError
+from reports.service import Reports
 from reports.study_pages import StudySummary, study_summary
 from viewer.access import ROLES
 from viewer.auth import Principal
@@ -102,7 +103,17 @@ def panel_context() -> dict[str, Any]:
     """What report_panel.html embeds for report.js: strings, and what the role may do (the server checks anyway)."""
     principal: Principal | None = getattr(g, "principal", None)
     role = principal.role if principal else ""
-    return {"strings": panel_strings(), "canWrite": role in ROLES["reports"], "canSign": role == "radiologist"}
+    return {"strings": panel_strings(), "canWrite": role in ROLES["reports"], "canSign": role == "radiologist",
+            "fields": field_labels()}  # fmt: skip
+
+
+def field_labels() -> dict[str, dict[str, dict[str, str]]]:
+    """Template id -> structured field -> label and unit: how a reader (who gets no templates) sees the values."""
+    service: Reports | None = current_app.config.get("REPORTS")
+    if service is None:
+        return {}
+    return {t.id: {f.name: {"label": f.label, "unit": f.unit} for f in t.fields}
+            for t in service.templates.all() if t.fields}  # fmt: skip
 
 
 @blueprint.app_context_processor

@@ -93,9 +93,7 @@
     const structured = version.structured || {};
     const names = Object.keys(structured);
     if (names.length) {
-      const template = findTemplate(version.template_id);
-      const labels = {};
-      for (const f of (template && template.fields) || []) labels[f.name] = f;
+      const labels = (config.fields || {})[version.template_id] || {};
       out.append(el("h3", {}, t("fields")), el("dl", { class: "report-fields-view" }, names.flatMap((n) => [
         el("dt", {}, labels[n] ? labels[n].label : n),
         el("dd", {}, String(structured[n]) + (labels[n] && labels[n].unit ? " " + labels[n].unit : "")),
