@@ -187,7 +187,11 @@ def test_hostile_text_is_shown_as_text(client: FlaskClient, archive: Archive) ->
     assert added.status_code == 303
     archive.audit.record(Origin(xss[:40], "", "HTTP"), "LOGIN", "", "", "refused", xss)
     archive.audit.flush()
-    for path in ("/ui/admin/users", "/ui/admin/audit?action=LOGIN"):
+    from reports.devices import DeviceRegistry
+
+    with archive.db.write() as conn:  # what a modality sends as its Device Serial Number
+        DeviceRegistry(archive.db).observe(conn, "EVIL_AE", "CT", "<script>alert(1)</script>", "", "")
+    for path in ("/ui/admin/users", "/ui/admin/audit?action=LOGIN", "/ui/admin"):
         text = client.get(path).text
         assert "<script>alert(1)" not in text and "<img src=x" not in text, path
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text, path
