@@ -105,6 +105,13 @@ def test_write_from_a_template_autosave_sign_with_the_pin_and_amend(
     expect(page.locator("#report-save")).to_have_text(re.compile("^Đã lưu lúc"))
     draft = api(site, "GET", f"/api/reports/{accession}").json()
     assert draft["version"]["sections"]["recommendation"] == "Chụp lại sau 24 giờ."
+    # The template's measurement, as a number.
+    expect(page.locator("label[for=report-field-midline_shift_mm]")).to_have_text("Di lệch đường giữa (mm)")
+    page.locator("#report-field-midline_shift_mm").fill("2.5")
+    page.locator("#report-findings").focus()
+    expect(page.locator("#report-save")).to_have_text(re.compile("^Đã lưu lúc"))
+    draft = api(site, "GET", f"/api/reports/{accession}").json()
+    assert draft["version"]["structured"] == {"midline_shift_mm": 2.5}
     screenshot(page, "report-draft")
 
     # A wrong PIN: a message in the dialog, nothing signed.
