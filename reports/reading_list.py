@@ -53,6 +53,9 @@ MAX_PAGE_SIZE = 200
 MAX_NAME_CHARS = 64
 MAX_ID_CHARS = 64
 MAX_ACCESSION_CHARS = 16
+#: Objects a study gains beside its images (the signed report's SR and PDF, key images, presentation states):
+#: shown as the study's modality only when it has nothing else.
+NON_IMAGE_MODALITIES = frozenset({"SR", "DOC", "KO", "PR"})
 #: Priorities that put a study ahead of the others, most urgent first (worklist.types.PRIORITIES).
 URGENT = ("STAT", "HIGH")
 
@@ -167,8 +170,9 @@ def reading_list(db: Database, query: ReadingListQuery) -> ReadingListPage:
 
 
 def modalities(db: Database) -> list[str]:
-    """Every modality the archive holds a series of (for the filter's choices)."""
-    stmt = select(_SERIES.c.modality).where(_SERIES.c.modality != "").distinct().order_by(_SERIES.c.modality)
+    """Every imaging modality the archive holds a series of (for the filter's choices)."""
+    stmt = (select(_SERIES.c.modality).where(_SERIES.c.modality != "", _SERIES.c.modality.not_in(NON_IMAGE_MODALITIES))
+            .distinct().order_by(_SERIES.c.modality))  # fmt: skip
     with db.read() as conn:
         return list(map(str, conn.execute(stmt).scalars()))
 
@@ -282,6 +286,12 @@ def _page(stmt: Any, page: int, size: int) -> Any:
     return stmt.limit(size).offset((page - 1) * size)
 
 
+def _shown_modalities(joined: str) -> tuple[str, ...]:
+    every = tuple(m for m in joined.split("\\") if m)
+    images = tuple(m for m in every if m not in NON_IMAGE_MODALITIES)
+    return images or every
+
+
 def _row(row: Any, final_only: bool) -> ReadingListRow:
     status = row["report_status"] or ""
     if final_only:
@@ -294,7 +304,7 @@ def _row(row: Any, final_only: bool) -> ReadingListRow:
         study_instance_uid=row["study_instance_uid"], patient_name=row["patient_name"] or "",
         patient_id=row["patient_id"] or "", birth_date=row["patient_birth_date"] or "", sex=row["patient_sex"] or "",
         study_date=row["study_date"] or "", study_time=row["study_time"] or "",
-        modalities=tuple(m for m in (row["modalities_in_study"] or "").split("\\") if m),
+        modalities=_shown_modalities(row["modalities_in_study"] or ""),
         description=row["study_description"] or row["requested_procedure_description"] or "",
         accession_number=row["accession_number"] or "", images=int(row["num_instances"] or 0),
         priority=row["priority"] or "", report_status=shown, signed_by=row["signed_by"] or "",

@@ -27,6 +27,7 @@ from viewer.config import WebConfig
 from worklist.service import Worklist
 
 ADMIN = Origin("cli:test", "", "CLI")
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 PASSWORD = "phong doc phim 2026"
 XSS = "<script>alert(1)</script>"
 USERS = {"radiologist": "bs.lan", "technologist": "ktv.hoa", "referrer": "bs.ngoai", "admin": "admin"}
@@ -92,6 +93,10 @@ def _site(tmp_path: Path, archive: Archive) -> Iterator[Site]:
             ingest_ds(archive, make_dataset(n * 10 + i, study=study, series=uid(2, n), patient_id=pid,
                                             patient_name=name, modality=modality, AccessionNumber=accession,
                                             StudyDate=day, StudyTime=time, StudyDescription=f"{modality} study"))  # fmt: skip
+    # The signed US gains its report's SR, as signing on the server files it into the study.
+    ingest_ds(archive, make_dataset(999, study=study_uid("US0003"), series=uid(2, 99), sop_class=BASIC_TEXT_SR,
+                                    patient_id="BN003", patient_name="Lê^Thị Hồng Nhung", modality="SR",
+                                    AccessionNumber="US0003", StudyDate="20261121", StudyTime="080000"))  # fmt: skip
     # DX: a draft; US0003: signed; CR: signed, then an amendment in progress by another radiologist.
     sections = {"findings": "Bình thường.", "conclusion": "Không thấy bất thường."}
     reports.create(study_uid("DX0002"), ReportDraft(sections=sections), "bs.lan")
@@ -202,6 +207,14 @@ def test_filters_modality_dates_ids_and_accession(site: Site) -> None:
     assert 'type="date" id="f-from" name="from" value="2026-11-20"' in english
     html = client.get("/ui/studies?status=all&modality=MR").text
     assert 'id="no-studies"' in html and "<tbody>" not in html
+
+
+def test_a_reports_sr_is_no_modality_of_the_study(site: Site) -> None:
+    page = reading_list(site.archive.db, ReadingListQuery(status="all", accession="US0003"))
+    assert [(r.modalities, r.images) for r in page.rows] == [(("US",), 4)]
+    html = site.client("radiologist").get("/ui/studies?status=all&from=&to=").text
+    options = re.findall(r'<option value="([A-Z]+)"', html.split('id="f-modality"', 1)[1].split("</select>", 1)[0])
+    assert options == ["CR", "CT", "DX", "US"]
 
 
 def test_sorting_by_column_and_the_headers_turn_the_order_round(site: Site) -> None:
