@@ -364,3 +364,18 @@ def test_the_pages_are_in_vietnamese(app_client: FlaskClient) -> None:
     assert "Danh sách chờ chụp" in app_client.get("/ui/worklist").text
     assert "Ca chưa ghép" in app_client.get("/ui/worklist/unmatched").text
     assert "Đăng ký" in app_client.get("/ui/worklist/walk-in").text
+
+
+def test_orders_of_the_last_week_are_suggested_older_ones_typed(app_client: FlaskClient, archive: Archive,
+                                                                 worklist: Worklist) -> None:  # fmt: skip
+    study = unmatched_study(archive, patient_id="PID001")
+    schedule(worklist, "O1", "RECENT1", "PID001", modality="DX",
+             start_date=(datetime.now() - timedelta(days=3)).strftime("%Y%m%d"))  # fmt: skip
+    schedule(worklist, "O2", "OLD1", "PID001", modality="DX",
+             start_date=(datetime.now() - timedelta(days=10)).strftime("%Y%m%d"))  # fmt: skip
+    csrf = log_in(app_client)
+    html = app_client.get("/ui/worklist/unmatched").text
+    assert 'value="RECENT1"' in html and 'value="OLD1"' not in html
+    answer = app_client.post("/ui/worklist/unmatched/match",
+                             data={"study_instance_uid": study, "accession_number": "OLD1", "csrf_token": csrf})
+    assert answer.status_code == 303 and worklist.unmatched_studies() == []

@@ -80,6 +80,8 @@ _CCCD = re.compile(r"^\d{12}$")
 #: BHYT card number: 2 letters (group), 1 digit (benefit level), 2 digits (province), 10 digits.
 _BHYT = re.compile(r"^[A-Z]{2}\d{13}$")
 _PAGE = 50
+#: How many days back the unmatched page suggests orders to match with.
+_SUGGEST_DAYS = 7
 
 
 # --- today's worklist ------------------------------------------------------------------------------
@@ -182,8 +184,11 @@ def _unmatched_page(error: str = "", status: int = 200, entered: dict[str, str] 
     details = _patients(s["study_instance_uid"] for s in studies)
     for study in studies:
         study.update(details.get(study["study_instance_uid"], {}))
-    # Orders a study may still be filed under: not finished and without images of their own.
-    candidates = [s for s in service.steps(limit=1000) if not StepStatus(s.status).is_final]
+    # Orders of the last week (and tomorrow) a study may still be filed under: not finished and without
+    # images of their own. Older orders are typed in by their accession number.
+    days = [(_today() + timedelta(days=n)).strftime("%Y%m%d") for n in range(-_SUGGEST_DAYS, 2)]
+    candidates = [s for day in days for s in service.steps(start_date=day, limit=500)
+                  if not StepStatus(s.status).is_final]  # fmt: skip
     with_images = _images(s.accession_number for s in candidates)
     candidates = [s for s in candidates if s.accession_number not in with_images]
     candidates.sort(key=lambda s: (s.start_date, s.start_time), reverse=True)
