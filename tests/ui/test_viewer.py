@@ -150,9 +150,9 @@ def test_a_measured_distance_on_a_phantom_is_in_mm_zoomed_and_turned(pages: Page
     page.mouse.click(*screen_point(page, *DOT_B))
     assert abs(millimetres(page, 0) - 50.0) <= 0.2
     expect(canvas).to_have_attribute("data-quality", "low")
-    page.unroute(re.compile(r"/rendered\?quality=90"))
     for route in held:
         route.continue_()
+    page.unroute(re.compile(r"/rendered\?quality=90"))
     expect(canvas).to_have_attribute("data-quality", "full")
     for zoom, turns in ((1.0, 0), (1.5625, 0), (1.5625, 1)):
         if zoom != 1.0 and turns == 0:
