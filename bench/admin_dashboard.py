@@ -24,17 +24,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from sqlalchemy import func, select, text
 
-from sqlalchemy import func, select, text  # noqa: E402
-
-from archive import Archive, Origin, usage  # noqa: E402
-from archive.models import AuditEvent, Instance, Study  # noqa: E402
-from bench.common import OUT, describe_disk  # noqa: E402
-from bench.populate import populate  # noqa: E402
-from viewer.app import create_app  # noqa: E402
-from viewer.config import WebConfig  # noqa: E402
-from worklist.queues import queue_status  # noqa: E402
+from archive import Archive, Origin, usage
+from archive.models import AuditEvent, Instance, Study
+from common import OUT, describe_disk
+from populate import populate
+from viewer.app import create_app
+from viewer.config import WebConfig
+from worklist.queues import queue_status
 
 ADMIN = Origin("bench", "", "CLI")
 PASSWORD = "bench admin dashboard"
