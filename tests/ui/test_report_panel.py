@@ -19,7 +19,6 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from reports.identities import SigningIdentities
-
 from tests.conftest import CT_FILES
 from tests.reports import ca
 from tests.ui.conftest import ADMIN, PASSWORD, Pages, Site, store_as_is
@@ -70,8 +69,8 @@ def signed_report(site: Site, study: str, accession: str, conclusion: str = CONC
                                                                 "structured": {"midline_shift_mm": 3.5},
                                                                 "revision": created.json()["revision"]})  # fmt: skip
     assert saved.status_code == 200, saved.text
-    signed = api(site, "POST", f"/api/reports/{accession}/sign", json={"pin": ca.PASSPHRASE,
-                                                                       "revision": saved.json()["revision"]})  # fmt: skip
+    signed = api(site, "POST", f"/api/reports/{accession}/sign",
+                 json={"pin": ca.PASSPHRASE, "revision": saved.json()["revision"]})
     assert signed.status_code == 200, signed.text
     body: dict[str, Any] = signed.json()
     return body
@@ -242,7 +241,8 @@ def test_someone_else_saving_in_between_is_a_conflict_never_an_overwrite(
     expect(conflict).to_contain_text("Người khác đã sửa kết quả này")
     expect(page.locator("#report-save")).to_have_text("Chưa lưu: Người khác vừa thay đổi")
     expect(page.locator("#report-sign")).to_be_disabled()
-    assert api(site, "GET", f"/api/reports/{accession}").json()["version"]["sections"]["findings"] == "Bản của người khác."
+    stored = api(site, "GET", f"/api/reports/{accession}").json()["version"]["sections"]
+    assert stored["findings"] == "Bản của người khác."
     page.locator("#report-findings").press("End")  # typing more sends nothing
     page.click("#report-reload")
     expect(page.locator("#report-findings")).to_have_value("Bản của người khác.")
@@ -299,7 +299,8 @@ def test_a_dropped_connection_keeps_the_text_and_saves_it_when_back_then_cancel(
     page.unroute("**/api/reports/*")
     page.locator("#report-conclusion").focus()  # leaving the textarea tries again at once
     expect(page.locator("#report-save")).to_have_text(re.compile("^Đã lưu lúc"))
-    assert api(site, "GET", f"/api/reports/{accession}").json()["version"]["sections"]["findings"] == "Gan nhiễm mỡ độ I."
+    stored = api(site, "GET", f"/api/reports/{accession}").json()["version"]["sections"]
+    assert stored["findings"] == "Gan nhiễm mỡ độ I."
     # Withdraw the draft: the report is cancelled, and a new one may start.
     page.click("#report-cancel")
     page.locator("#report-cancel-reason").fill("Nhầm ca chụp")
@@ -352,7 +353,9 @@ def test_in_english_with_english_templates(pages: Pages, site: Site, tmp_path: P
     screenshot(page, "report-en")
 
 
-def test_the_panel_beside_the_images_in_the_viewer(pages: Pages, site: Site, tmp_path: Path, screenshot: Screenshot) -> None:
+def test_the_panel_beside_the_images_in_the_viewer(
+    pages: Pages, site: Site, tmp_path: Path, screenshot: Screenshot
+) -> None:
     study, accession = own_study(site, tmp_path)
     page = pages.login("radiologist", f"/studies/{study}")
     panel = page.locator("aside#report-panel #report")

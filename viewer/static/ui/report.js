@@ -62,7 +62,8 @@
     const parts = [el("h2", { id: "report-title" }, t("title"))];
     if (report) {
       const status = report.version.status;
-      parts.push(el("span", { class: "badge " + status, id: "report-status", dataset: { status: status } }, t("status." + status)));
+      parts.push(el("span", { class: "badge " + status, id: "report-status", dataset: { status: status } },
+                    t("status." + status)));
       parts.push(el("span", { class: "muted report-version" }, t("version", { n: report.version.number })));
     }
     if (studyUid && !document.body.classList.contains("report-page")) { // beside the images: the report on a second screen
@@ -119,11 +120,12 @@
     const outputs = report.outputs || [];
     if (!outputs.length) return null;
     if (outputs.some((o) => o.state === "pending")) watchOutputs(report.revision);
-    return el("div", { class: "report-outputs", id: "report-outputs" }, el("h3", {}, t("outputs")), el("ul", {}, outputs.map((o) =>
-      el("li", { class: "output " + o.state, title: o.last_error || null },
-        (strings["out." + o.kind] ? t("out." + o.kind) : o.kind) + ": ",
-        el("span", { class: "output-state" }, strings["state." + o.state] ? t("state." + o.state) : o.state),
-        o.last_error && o.state !== "sent" ? el("span", { class: "muted" }, " — " + o.last_error) : null))));
+    return el("div", { class: "report-outputs", id: "report-outputs" }, el("h3", {}, t("outputs")),
+      el("ul", {}, outputs.map((o) =>
+        el("li", { class: "output " + o.state, title: o.last_error || null },
+          (strings["out." + o.kind] ? t("out." + o.kind) : o.kind) + ": ",
+          el("span", { class: "output-state" }, strings["state." + o.state] ? t("state." + o.state) : o.state),
+          o.last_error && o.state !== "sent" ? el("span", { class: "muted" }, " — " + o.last_error) : null))));
   }
 
   function versionsView(report, open) {
@@ -290,7 +292,8 @@
       v.reason ? el("p", { class: "notice report-reason" }, t("amendReason", { reason: v.reason })) : null,
       el("div", { id: "report-alert" }),
       el("div", { class: "report-template" }, el("label", { for: "report-template" }, t("template")), select),
-      form, el("div", { class: "report-bar" }, saved, actions), lostText(), signedBefore ? el("div", { id: "report-previous" }) : null,
+      form, el("div", { class: "report-bar" }, saved, actions), lostText(),
+      signedBefore ? el("div", { id: "report-previous" }) : null,
       versionsView(report, false));
     state.lost = null;
     if (signedBefore) showPrevious(report);
@@ -302,10 +305,12 @@
     if (!fields.length) return null;
     return el("fieldset", { class: "report-structured" }, el("legend", {}, t("fields")), fields.map((f) => {
       const id = "report-field-" + f.name;
-      const input = el("input", { id: id, type: f.type === "number" ? "number" : "text", step: f.type === "number" ? "any" : null,
-                                  dataset: { field: f.name, type: f.type }, inputmode: f.type === "number" ? "decimal" : null });
+      const number = f.type === "number";
+      const input = el("input", { id: id, type: number ? "number" : "text", step: number ? "any" : null,
+                                  dataset: { field: f.name, type: f.type }, inputmode: number ? "decimal" : null });
       if (values[f.name] !== undefined && values[f.name] !== null) input.value = String(values[f.name]);
-      return el("div", { class: "report-field-input" }, el("label", { for: id }, f.label + (f.unit ? " (" + f.unit + ")" : "")), input);
+      const label = f.label + (f.unit ? " (" + f.unit + ")" : "");
+      return el("div", { class: "report-field-input" }, el("label", { for: id }, label), input);
     }));
   }
 
@@ -318,7 +323,8 @@
     if (!slot || !answer.ok) return;
     const v = answer.body.version;
     slot.replaceChildren(el("details", { class: "report-previous", open: true },
-      el("summary", {}, t("previous", { n: v.number }), " ", el("span", { class: "badge " + v.status }, t("status." + v.status))),
+      el("summary", {}, t("previous", { n: v.number }), " ",
+        el("span", { class: "badge " + v.status }, t("status." + v.status))),
       signatureLine(v), sectionsView(v), el("p", {}, pdfLink(v.number))));
   }
 
@@ -441,7 +447,9 @@
       await load();
     } }, t("reload"));
     const alert = document.getElementById("report-alert");
-    if (alert) alert.replaceChildren(el("div", { class: "error report-conflict", role: "alert" }, el("p", {}, t("conflict")), reload));
+    if (alert) {
+      alert.replaceChildren(el("div", { class: "error report-conflict", role: "alert" }, el("p", {}, t("conflict")), reload));
+    }
     reload.focus();
   }
 
@@ -458,7 +466,8 @@
     const error = el("p", { class: "error dialog-error hidden", role: "alert" });
     const ok = el("button", { type: "submit", class: "primary" }, main);
     const form = el("form", { method: "dialog", novalidate: true }, el("h2", {}, title), fill(), error,
-      el("div", { class: "dialog-buttons" }, ok, el("button", { type: "button", class: "dialog-back", onclick: () => box.close() }, t("back"))));
+      el("div", { class: "dialog-buttons" }, ok,
+        el("button", { type: "button", class: "dialog-back", onclick: () => box.close() }, t("back"))));
     const box = el("dialog", { id: id, class: "report-dialog", "aria-labelledby": id + "-title" }, form);
     form.querySelector("h2").id = id + "-title";
     const fail = (text) => {
@@ -557,7 +566,8 @@
     let text;
     dialog("report-cancel-dialog", t("cancelTitle"), t("cancelNow"), () => {
       text = el("textarea", { id: "report-cancel-reason", rows: 2, maxlength: 1000 });
-      return [el("p", { class: "muted" }, t("cancelHelp")), el("label", { for: "report-cancel-reason" }, t("reasonOptional")), text];
+      return [el("p", { class: "muted" }, t("cancelHelp")),
+              el("label", { for: "report-cancel-reason" }, t("reasonOptional")), text];
     }, async (fail) => {
       clearTimeout(state.timer);
       const answer = await MP.api("POST", reportUrl("/cancel"), { reason: text.value.trim(), revision: state.report.revision });
