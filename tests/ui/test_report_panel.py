@@ -194,7 +194,7 @@ def test_a_referrer_reads_the_signed_report_and_a_technologist_no_draft(
     panel = page.locator("#report")
     expect(page.locator("#report-status")).to_have_text("Đã ký")
     expect(panel.locator(".report-section[data-section=conclusion]")).to_have_text(CONCLUSION)
-    expect(panel.locator(".report-fields-view")).to_have_text("Di lệch đường giữa (mm)3.5")  # the template's label
+    expect(panel.locator(".report-fields-view")).to_have_text("Di lệch đường giữa (mm)3,5")  # its label; a decimal comma
     expect(page.locator(".report-study .patient-name")).to_have_text("Võ Văn <i>Tám</i>")  # as text
     for hidden in ("textarea", "#report-template", "#report-sign", "#report-amend", "#report-cancel"):
         expect(panel.locator(hidden)).to_have_count(0)

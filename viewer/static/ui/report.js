@@ -97,10 +97,16 @@
       const labels = (config.fields || {})[version.template_id] || {};
       out.append(el("h3", {}, t("fields")), el("dl", { class: "report-fields-view" }, names.flatMap((n) => [
         el("dt", {}, labels[n] ? labels[n].label : n),
-        el("dd", {}, String(structured[n]) + (labels[n] && labels[n].unit ? " " + labels[n].unit : "")),
+        el("dd", {}, shownValue(structured[n]) + (labels[n] && labels[n].unit ? " " + labels[n].unit : "")),
       ])));
     }
     return out;
+  }
+
+  /** A measurement as the reader writes numbers (2,5 in Vietnamese). */
+  function shownValue(value) {
+    return typeof value === "number" ? value.toLocaleString(vietnamese ? "vi-VN" : "en-GB", { maximumFractionDigits: 6 })
+                                     : String(value);
   }
 
   function signatureLine(version) {
