@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import cli_accounts, cli_audit, cli_reports, cli_worklist, logs
-from appliance import cli_backup, cli_devices, cli_fsck, cli_init
+from appliance import cli_backup, cli_devices, cli_fsck, cli_init, cli_retention
 from appliance.tables import local_time
 from appliance.services import ServiceError, dicom_config, open_archive, open_worklist, startup_report
 from appliance.settings import FLAGS, Settings, SettingsError, load
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (CommandError, cli_accounts.AccountError, cli_audit.AuditError, cli_worklist.WorklistError,
             cli_reports.ReportCommandError, cli_devices.DeviceCommandError, cli_fsck.FsckCommandError,
-            cli_init.InitError, cli_backup.BackupError) as exc:
+            cli_init.InitError, cli_backup.BackupError, cli_retention.RetentionError) as exc:
         print(f"minipacs: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -132,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_fsck.add_parser(sub, common)
     cli_init.add_parser(sub)
     cli_backup.add_parsers(sub, common)
+    cli_retention.add_parsers(sub, common)
     return parser
 
 

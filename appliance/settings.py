@@ -142,6 +142,18 @@ def _funding_digit(value: Any) -> str:
     return text
 
 
+def _retention_rules(value: Any) -> str:
+    from archive.errors import InvalidArgument
+    from archive.retention import parse_rules
+
+    text = _text(value)
+    try:
+        parse_rules(text)
+    except InvalidArgument as exc:
+        raise ValueError(exc.message) from None
+    return text
+
+
 def _level(value: Any) -> str:
     text = str(value).strip().upper()
     if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -205,6 +217,7 @@ SPEC: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "reports.share_link_days": (30, _at_least_one),
     "reports.share_on_final": (True, _bool),
     "reports.public_url": ("", _text),
+    "retention.rules": ("", _retention_rules),
     "log.level": ("INFO", _level),
     "log.format": ("text", _choice("text", "json")),
 }

@@ -87,6 +87,7 @@ _COUNT_STUDY = (
         num_instances=S.c.num_instances + 1,
         size_bytes=S.c.size_bytes + bindparam("b_size"),
         updated_at=bindparam("b_now"),
+        images_deleted_at=None,  # images sent again after retention deleted them: the study has images again
     )
 )
 _COUNT_NEW_SERIES = _COUNT_STUDY.values(

@@ -91,6 +91,11 @@ class Study(Base):
     attrs: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    #: On legal hold (a complaint, a court case): retention never deletes its images.
+    legal_hold: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    hold_reason: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    #: When retention deleted its images (the study, its order and report stay); None while it has them.
+    images_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Series(Base):
