@@ -400,8 +400,10 @@ class Visit:
 
 
 class Bench:
-    def __init__(self, browser: Browser, url: str, conditions: Conditions, timeout_s: float) -> None:
+    def __init__(self, browser: Browser, url: str, conditions: Conditions, timeout_s: float,
+                 screenshots: Path | None = None) -> None:  # fmt: skip
         self.browser = browser
+        self.screenshots = screenshots
         self.url = url
         self.conditions = conditions
         self.timeout_ms = timeout_s * 1000
@@ -473,6 +475,7 @@ class Bench:
         wait_quiet(page, log)
         settled = log.until()
         phases.append(Phase("page settled (prefetch done)", None, settled))
+        self.screenshot(page, "viewer-load-first-image" if empty_cache else "viewer-load-reopened")
         if low_bandwidth:
             clicked = float(page.evaluate("performance.now()"))
             page.click("button[data-action=full-quality]")
@@ -492,7 +495,13 @@ class Bench:
         phases.append(Phase(f"scrolling {len(seen)} slices ({steps} notches): during it", elapsed,
                             end.minus(settled)))  # fmt: skip
         phases.append(Phase("visit total", None, end))
+        self.screenshot(page, "viewer-load-scrolled")
         return Visit(mode, phases, len(seen), per_slice, log.listing(), log.image_kinds(), text)
+
+    def screenshot(self, page: Page, name: str) -> None:
+        if self.screenshots is not None:
+            self.screenshots.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(self.screenshots / f"{name}.png"))
 
     def warm_up(self, context: BrowserContext, study_uid: str) -> None:
         """Open another patient's small study a few times, unthrottled, so the server's workers have
@@ -552,7 +561,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
                 version = browser.version
                 try:
-                    bench = Bench(browser, url, conditions, args.timeout)
+                    bench = Bench(browser, url, conditions, args.timeout, args.screenshots)
                     context = bench.context()
                     try:
                         page = bench.login(context)
@@ -666,6 +675,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--low-bandwidth", action="store_true", help="the user's low-bandwidth setting on")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for any one image (default 300)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--screenshots", type=Path, metavar="DIR",
+                        help="save what the viewer showed (after the first image, reopened, scrolled) in DIR")
     parser.add_argument("--requests", action="store_true", help="also list every request of both visits")
     args = parser.parse_args(argv)
     if args.slices < 1:
