@@ -24,8 +24,9 @@ receives a CustomEvent "mp:image". A page without that canvas (the simple
 study page the viewer replaces) counts its first <img> loaded instead, and
 the full-quality and scroll figures are skipped.
 
-    .venv/bin/python bench/viewer_load.py                # 200 slices at 2 Mbit/s (~3 min)
-    .venv/bin/python bench/viewer_load.py --slices 20 --no-throttle --json
+    .venv/bin/python bench/viewer_load.py                  # 200 slices at 2 Mbit/s (~1.5 min)
+    .venv/bin/python bench/viewer_load.py --low-bandwidth  # the user's setting on: previews, full on request
+    .venv/bin/python bench/viewer_load.py --slices 20 --no-throttle --json --requests
 
 The server first answers another patient's small study a few times (its
 workers have served pages and images before, as on a server that has been
@@ -452,7 +453,6 @@ class Bench:
 
     def open_study(self, page: Page, study_uid: str, scroll: bool, empty_cache: bool) -> Visit:
         log = self.watch(page, throttle=True, empty_cache=empty_cache)
-        page.evaluate("window.__mpDraws = []")
         response = page.goto(f"/studies/{study_uid}", wait_until="commit")
         if response is None or response.status != 200:
             raise SystemExit(f"/studies/{study_uid} answered {response.status if response else 'nothing'}")
