@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import mimetypes
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flask import Blueprint, Response, render_template, request, send_from_directory
+from flask import Blueprint, Response, render_template, request
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -45,18 +46,21 @@ def asset_url(name: str) -> str:
 
 
 @blueprint.get("/assets/<path:name>")
-def asset(name: str) -> Response:
+def asset(name: str) -> BaseResponse:
     try:
         path = (STATIC / name).resolve(strict=True)
     except (OSError, RuntimeError):
         raise NotFound("no such file") from None
     if STATIC.resolve() not in path.parents or not path.is_file():
         raise NotFound("no such file")
-    versioned = request.args.get("v") == _content_hash(name, path.stat().st_mtime_ns)
-    response = send_from_directory(STATIC, name, max_age=_IMMUTABLE if versioned else 0)
+    digest = _content_hash(name, path.stat().st_mtime_ns)
+    versioned = request.args.get("v") == digest
+    # Read whole (small files): the response can then be compressed on the way out (viewer/app.py).
+    response = Response(path.read_bytes(), mimetype=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+    response.set_etag(digest)
     response.headers["Cache-Control"] = (f"public, max-age={_IMMUTABLE}, immutable" if versioned
                                          else "no-cache")  # fmt: skip
-    return response
+    return response.make_conditional(request)
 
 
 def page(template: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any) -> Response:

@@ -119,7 +119,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     assert "Traceback" not in server.log(), server.log()
 
 
-@pytest.fixture(scope="session")
+# Playwright's sync API keeps an asyncio loop running in the main thread while it is open. Per module,
+# so that it is closed before tests of other folders run in this process (pyHanko's asyncio.run, which
+# signs reports in the Flask test client's tests, refuses to start inside a running loop).
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     if not CHROMIUM.exists():
         pytest.fail(f"Chromium is not installed at {CHROMIUM}: run tests/setup.sh (apt-get install chromium)")
@@ -127,7 +130,7 @@ def playwright() -> Iterator[Playwright]:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
     yield launched

@@ -127,3 +127,23 @@ def test_metrics_add_up_every_process_of_the_node(tmp_path: Path) -> None:
         assert "minipacs_instances_received_total{" not in text_ and "minipacs_archive_instances 2.0" in text_
     finally:
         restarted.stop()
+
+
+def test_scripts_styles_and_json_are_compressed_pages_and_images_are_not(tmp_path: Path) -> None:
+    archive = Archive.open(f"sqlite:///{tmp_path / 'index.sqlite'}", str(tmp_path / "objects"))
+    try:
+        client = create_app(archive, WebConfig(secret_file=tmp_path / "key")).test_client()
+        gzip_only = {"Accept-Encoding": "gzip"}
+        script = client.get("/assets/ui/ui.js", headers=gzip_only)
+        assert script.status_code == 200 and script.headers["Content-Encoding"] == "gzip"
+        assert "Accept-Encoding" in script.headers["Vary"]
+        import gzip
+
+        assert gzip.decompress(script.data) == (Path(__file__).parents[2] / "viewer/static/ui/ui.js").read_bytes()
+        assert client.get("/assets/ui/ui.css", headers={"Accept-Encoding": "br, gzip"}).headers["Content-Encoding"] == "br"
+        page = client.get("/login-page", headers=gzip_only)
+        assert page.status_code == 200 and "Content-Encoding" not in page.headers  # HTML holds a CSRF token: never
+        plain = client.get("/assets/ui/ui.js")
+        assert "Content-Encoding" not in plain.headers  # a client that did not ask gets it plain
+    finally:
+        archive.close()
