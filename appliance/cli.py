@@ -252,6 +252,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             from appliance.demo_orders import place_demo_orders
 
             new_orders = place_demo_orders(archive, _open_worklist(archive, settings))
+        from appliance.demo_users import ensure_demo_users
+
+        password = ensure_demo_users(archive, settings.data_dir)
     finally:
         archive.close()
     print("Sample studies: " + summary.lines()[0], flush=True)
@@ -261,7 +264,18 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     if summary.interrupted:
         print("minipacs: interrupted", file=sys.stderr)
         return 130
-    return cmd_serve(args, settings, banner=_connect_help(settings))
+    return cmd_serve(args, settings, banner=_web_help(settings, password) + _connect_help(settings))
+
+
+def _web_help(settings: Settings, password: str | None) -> str:
+    target = "localhost" if settings["http.host"] in ("", "0.0.0.0", "::") else settings["http.host"]
+    url = f"http://{target}:{settings['http.port']}/"
+    if password is None:
+        return f"\nWeb screens (study list, viewer, reports, worklist, administration): {url}"
+    return f"""
+Web screens (study list, viewer, reports, worklist, administration): {url}
+  demo users admin, bs.demo (radiologist), ktv.demo (technologist); password {password}
+  (kept in {settings.data_dir / "demo-password.txt"}; for trying only: `minipacs user disable` them for real use)"""
 
 
 def _connect_help(settings: Settings) -> str:

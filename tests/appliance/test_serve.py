@@ -14,6 +14,7 @@ from tests.appliance.util import (
     start_cli,
     wait_for_echo,
 )
+from archive import Archive
 from tests.conftest import echo, free_port, start_server
 
 LOCAL = cli_env(MINIPACS_DICOM_HOST="127.0.0.1")
@@ -127,6 +128,17 @@ def test_demo_imports_the_samples_once(tmp_path: Path) -> None:
     assert first.splitlines()[1] == "Sample orders for today: 3 new, 3 in all (minipacs worklist list --date today)"
     assert second.splitlines()[1].startswith("Sample orders for today: 0 new, 3 in all")
     assert "minipacs is running." in first
+    # Demo users to try the web screens with, made once with one password that is shown again.
+    password = (tmp_path / "minipacs-data" / "demo-password.txt").read_text().strip()
+    assert password.startswith("demo-") and f"password {password}" in first and f"password {password}" in second
+    assert "bs.demo (radiologist)" in first and "minipacs user disable" in first
+    archive = Archive.open(f"sqlite:///{tmp_path / 'minipacs-data' / 'index.sqlite'}",
+                           str(tmp_path / "minipacs-data" / "objects"))  # fmt: skip
+    try:
+        assert archive.accounts.authenticate("bs.demo", password) is not None
+        assert [u.username for u in archive.accounts.users()] == ["admin", "bs.demo", "ktv.demo"]
+    finally:
+        archive.close()
     assert f"DICOM: AE title MINIPACS, port {first_port}" in first
     # Bound to 127.0.0.1 only, so the dcmtk example must use that address, not localhost.
     assert f"echoscu  -aec MINIPACS 127.0.0.1 {first_port}" in first
