@@ -11,9 +11,12 @@ Figures describe volumes and latencies, never patients.
 
 from __future__ import annotations
 
-import functools
+import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 #: Seconds: C-STORE/STOW of one instance (spool to durable), and queries.
 INGEST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -28,8 +31,21 @@ class Metrics:
     query_seconds: Any  # Histogram by kind (C-FIND, QIDO, MWL)
 
 
-@functools.cache
+_lock = threading.Lock()
+_made: list[Metrics] = []
+
+
 def metrics() -> Metrics:
+    """The metric objects, made once per process (threads of a worker ask at the same moment)."""
+    if _made:
+        return _made[0]
+    with _lock:
+        if not _made:
+            _made.append(_make())
+    return _made[0]
+
+
+def _make() -> Metrics:
     from prometheus_client import Counter, Histogram
 
     return Metrics(
@@ -42,12 +58,20 @@ def metrics() -> Metrics:
 
 
 def observe_ingest(via: str, outcome: str, size: int, seconds: float) -> None:
-    m = metrics()
-    m.stored.labels(via=via or "other", outcome=outcome).inc()
-    if outcome != "refused":
-        m.stored_bytes.labels(via=via or "other").inc(size)
-        m.ingest_seconds.labels(via=via or "other").observe(seconds)
+    """Count one instance received. Never raises: a figure must not fail a store that succeeded."""
+    try:
+        m = metrics()
+        m.stored.labels(via=via or "other", outcome=outcome).inc()
+        if outcome != "refused":
+            m.stored_bytes.labels(via=via or "other").inc(size)
+            m.ingest_seconds.labels(via=via or "other").observe(seconds)
+    except Exception:
+        log.warning("metrics: could not count an ingest", exc_info=True)
 
 
 def observe_query(kind: str, seconds: float) -> None:
-    metrics().query_seconds.labels(kind=kind).observe(seconds)
+    """Time one query. Never raises."""
+    try:
+        metrics().query_seconds.labels(kind=kind).observe(seconds)
+    except Exception:
+        log.warning("metrics: could not time a query", exc_info=True)

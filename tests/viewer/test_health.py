@@ -147,3 +147,30 @@ def test_scripts_styles_and_json_are_compressed_pages_and_images_are_not(tmp_pat
         assert "Content-Encoding" not in plain.headers  # a client that did not ask gets it plain
     finally:
         archive.close()
+
+
+def test_metrics_are_made_once_when_threads_ask_at_the_same_moment() -> None:
+    """In a fresh process (this one may have made them already): eight threads store their first instance."""
+    import subprocess
+    import sys
+
+    script = """
+import threading
+from archive.metrics import metrics, observe_ingest, _made
+start = threading.Barrier(8)
+failures = []
+def first_store():
+    start.wait()
+    try:
+        metrics()
+    except BaseException as exc:
+        failures.append(exc)
+threads = [threading.Thread(target=first_store) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+observe_ingest("DIMSE", "stored", 10, 0.01)
+print(len(failures), len(_made))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).parents[2])  # fmt: skip
+    assert done.stdout.split() == ["0", "1"], done.stdout + done.stderr
