@@ -143,8 +143,12 @@ def test_the_technologist_matches_an_unmatched_study(pages: Pages, site: Site, s
     expect(row).to_contain_text("TRAN VAN BINH")
     expect(page.locator(f'#unmatched tr[data-study="{DX_STUDY}"]')).to_be_visible()  # the sample DX, unmatched too
     # Each study shows a thumbnail to check the images by (DX in JPEG 2000, US cine in JPEG).
-    page.wait_for_function("""() => [...document.querySelectorAll('#unmatched a.wl-thumb img')]
-                                       .every(img => img.complete && img.naturalWidth > 0)""")
+    # (Those two rows only, each scrolled into view: the session's other tests leave more unmatched
+    # studies, and thumbnails are lazy.)
+    for uid in (DX_STUDY, study):
+        page.locator(f'#unmatched tr[data-study="{uid}"]').scroll_into_view_if_needed()
+        page.wait_for_function("""uid => { const img = document.querySelector(`#unmatched tr[data-study="${uid}"] a.wl-thumb img`);
+                                           return img && img.complete && img.naturalWidth > 0; }""", arg=uid)
     screenshot(page, "worklist-unmatched")
 
     # An accession number no order has: a clear message, nothing changed.
