@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from sqlalchemy import func, select, text
 
 from archive import Archive, Origin, usage
 from archive.models import AuditEvent, Instance, Study
-from common import OUT, describe_disk
+from common import OUT, describe_disk, timed
 from populate import populate
 from viewer.app import create_app
 from viewer.config import WebConfig
@@ -62,17 +60,6 @@ def prepare(folder: Path, instances: int) -> None:
                               "instance.sop_instance_uid = audit_event.uid) WHERE action = 'STORE'"))
     finally:
         archive.close()
-
-
-def timed(runs: int, call: Any) -> tuple[float, float, Any]:
-    call()  # warm the caches
-    times, result = [], None
-    for _ in range(runs):
-        started = time.perf_counter()
-        result = call()
-        times.append((time.perf_counter() - started) * 1000)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.95))], result
 
 
 def main() -> int:

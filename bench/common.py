@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -190,3 +191,15 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def timed(runs: int, call: Any) -> tuple[float, float, Any]:
+    """Median and p95 milliseconds of `runs` calls after one warm-up call, and the last result."""
+    call()  # warm the caches
+    times, result = [], None
+    for _ in range(runs):
+        started = time.perf_counter()
+        result = call()
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.95))], result

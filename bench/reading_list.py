@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
-import statistics
 import sys
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -36,7 +35,7 @@ from sqlalchemy import func, insert, select
 from archive import Archive, Origin
 from archive.models import Patient, Study
 from archive.patients import read_patient
-from common import OUT, describe_disk
+from common import OUT, describe_disk, timed
 from populate import END, populate
 from reports.models import Report, ReportVersionRow
 from reports.reading_list import ReadingListQuery, reading_list
@@ -112,17 +111,6 @@ def prepare(folder: Path, instances: int) -> None:
         print(f"  {len(rows):,} reports", file=sys.stderr)
     finally:
         archive.close()
-
-
-def timed(runs: int, call: Any) -> tuple[float, float, Any]:
-    call()  # warm the caches
-    times, result = [], None
-    for _ in range(runs):
-        started = time.perf_counter()
-        result = call()
-        times.append((time.perf_counter() - started) * 1000)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.95))], result
 
 
 def main() -> int:
