@@ -15,8 +15,6 @@ pages /ui/admin and /ui/admin/audit as a logged-in administrator: median and
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +24,7 @@ from sqlalchemy import func, select, text
 
 from archive import Archive, Origin, usage
 from archive.models import AuditEvent, Instance, Study
-from common import OUT, describe_disk, timed
+from common import OUT, bench_index, describe_disk, timed
 from populate import populate
 from viewer.app import create_app
 from viewer.config import WebConfig
@@ -63,24 +61,8 @@ def prepare(folder: Path, instances: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--instances", type=int, default=100_000)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--reuse", action="store_true", help="keep the index of an earlier run")
-    args = parser.parse_args()
-    folder = OUT / "admin_dashboard"
-    OUT.mkdir(parents=True, exist_ok=True)
-    print(describe_disk(OUT))
-    if not (args.reuse and (folder / "index.sqlite").exists()):
-        if folder.exists():
-            shutil.rmtree(folder)
-        prepare(folder, args.instances)
-    archive = Archive.open(f"sqlite:///{folder / 'index.sqlite'}", str(folder / "objects"))
+    args, archive = bench_index("admin_dashboard", __doc__.splitlines()[0], prepare, (Study, Instance, AuditEvent))
     try:
-        with archive.db.read() as conn:
-            counts = {t.__tablename__: conn.execute(select(func.count()).select_from(t)).scalar_one()
-                      for t in (Study, Instance, AuditEvent)}  # fmt: skip
-        print("index: " + ", ".join(f"{n:,} {t}" for t, n in counts.items()))
         now = datetime.now(UTC)
         report = usage.storage(archive, now)
         print(f"projection: {report.projection.bytes_per_day or 0:,.0f} bytes/day over "
@@ -97,7 +79,7 @@ def main() -> int:
             print(f"{label:<48} {median:>7.1f}ms {p95:>7.1f}ms")
         senders = usage.senders(archive, now)
         print("senders: " + ", ".join(f"{s.ae_title} ({s.instances_24h} in 24 h)" for s in senders))
-        client = create_app(archive, WebConfig(secret_file=folder / "web-key")).test_client()
+        client = create_app(archive, WebConfig(secret_file=OUT / "admin_dashboard" / "web-key")).test_client()
         answer = client.post("/login", json={"username": "bench-admin", "password": PASSWORD})
         assert answer.status_code == 200, answer.text
         pages = {"/ui/admin (dashboard)": "/ui/admin", "/ui/admin/audit (newest 50)": "/ui/admin/audit",

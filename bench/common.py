@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import socket
@@ -203,3 +204,29 @@ def timed(runs: int, call: Any) -> tuple[float, float, Any]:
         times.append((time.perf_counter() - started) * 1000)
     times.sort()
     return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.95))], result
+
+
+def bench_index(name: str, description: str, prepare: Any, tables: Sequence[Any]) -> tuple[argparse.Namespace, Any]:
+    """The options of an index benchmark (--instances, --runs, --reuse) and its archive, filled by
+    `prepare(folder, instances)` unless --reuse finds one; prints the disk and the rows of `tables`."""
+    from sqlalchemy import func, select
+
+    from archive import Archive
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--instances", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--reuse", action="store_true", help="keep the index of an earlier run")
+    args = parser.parse_args()
+    folder = OUT / name
+    OUT.mkdir(parents=True, exist_ok=True)
+    print(describe_disk(OUT))
+    if not (args.reuse and (folder / "index.sqlite").exists()):
+        if folder.exists():
+            shutil.rmtree(folder)
+        prepare(folder, args.instances)
+    archive = Archive.open(f"sqlite:///{folder / 'index.sqlite'}", str(folder / "objects"))
+    with archive.db.read() as conn:
+        counts = {t.__tablename__: conn.execute(select(func.count()).select_from(t)).scalar_one() for t in tables}
+    print("index: " + ", ".join(f"{n:,} {t}" for t, n in counts.items()))
+    return args, archive

@@ -21,7 +21,6 @@ radiologist (session, SQL, Jinja, translation): median and 95th percentile.
 
 from __future__ import annotations
 
-import argparse
 import random
 import shutil
 import sys
@@ -35,7 +34,7 @@ from sqlalchemy import func, insert, select
 from archive import Archive, Origin
 from archive.models import Patient, Study
 from archive.patients import read_patient
-from common import OUT, describe_disk, timed
+from common import OUT, bench_index, describe_disk, timed
 from populate import END, populate
 from reports.models import Report, ReportVersionRow
 from reports.reading_list import ReadingListQuery, reading_list
@@ -114,24 +113,8 @@ def prepare(folder: Path, instances: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--instances", type=int, default=100_000)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--reuse", action="store_true", help="keep the index of an earlier run")
-    args = parser.parse_args()
-    folder = OUT / "reading_list"
-    OUT.mkdir(parents=True, exist_ok=True)
-    print(describe_disk(OUT))
-    if not (args.reuse and (folder / "index.sqlite").exists()):
-        if folder.exists():
-            shutil.rmtree(folder)
-        prepare(folder, args.instances)
-    archive = Archive.open(f"sqlite:///{folder / 'index.sqlite'}", str(folder / "objects"))
+    args, archive = bench_index("reading_list", __doc__.splitlines()[0], prepare, (Patient, Study, Report, ProcedureStep))
     try:
-        with archive.db.read() as conn:
-            counts = {t.__tablename__: conn.execute(select(func.count()).select_from(t)).scalar_one()
-                      for t in (Patient, Study, Report, ProcedureStep)}  # fmt: skip
-        print("index: " + ", ".join(f"{n:,} {t}" for t, n in counts.items()))
         week = (END - timedelta(days=6)).strftime("%Y%m%d")
         month = (END - timedelta(days=29)).strftime("%Y%m%d")
         with archive.db.read() as conn:
@@ -155,7 +138,7 @@ def main() -> int:
         for label, query in cases.items():
             median, p95, page = timed(args.runs, lambda q=query: reading_list(archive.db, q))
             print(f"{label:<40} {median:>7.1f}ms {p95:>7.1f}ms {page.total:>9,}")
-        app = create_app(archive, WebConfig(secret_file=folder / "web-key"))
+        app = create_app(archive, WebConfig(secret_file=OUT / "reading_list" / "web-key"))
         client = app.test_client()
         answer = client.post("/login", json={"username": "bench-rad", "password": PASSWORD})
         assert answer.status_code == 200, answer.text
