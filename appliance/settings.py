@@ -218,6 +218,7 @@ SPEC: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "reports.share_on_final": (True, _bool),
     "reports.public_url": ("", _text),
     "retention.rules": ("", _retention_rules),
+    "backup.destination": ("", _text),
     "log.level": ("INFO", _level),
     "log.format": ("text", _choice("text", "json")),
 }
@@ -237,8 +238,10 @@ FLAGS: dict[str, str] = {
 }
 
 #: MINIPACS_* variables that are not settings: the configuration file itself, a PKCS#12
-#: passphrase for `minipacs user signing-key`, and MINIPACS_TEST_* for the test harness (tests/run.sh).
-_OTHER_ENV = ("MINIPACS_CONFIG", "MINIPACS_SIGNING_PASSPHRASE")
+#: passphrase for `minipacs user signing-key`, the S3 key pairs of `minipacs backup`/`restore`
+#: and `migrate --to-storage`, and MINIPACS_TEST_* for the test harness (tests/run.sh).
+_OTHER_ENV = ("MINIPACS_CONFIG", "MINIPACS_SIGNING_PASSPHRASE", "MINIPACS_BACKUP_ACCESS_KEY", "MINIPACS_BACKUP_SECRET_KEY",
+              "MINIPACS_TO_STORAGE_ACCESS_KEY", "MINIPACS_TO_STORAGE_SECRET_KEY")  # fmt: skip
 _RESERVED_ENV_PREFIX = "MINIPACS_TEST_"
 
 
