@@ -16,6 +16,10 @@ resumable: run it again and it copies what is missing), then the index in
 one transaction. Stop `minipacs serve` before the final run so nothing
 arrives in between, then point `database.url` and `storage.url` at the new
 places.
+
+Backups and checks run unattended from systemd timers (appliance/systemd/),
+on every node of a scaled-out site: a lease through the database lets one
+`minipacs backup` run at a time; another one exits with ALREADY_RUNNING.
 """
 
 from __future__ import annotations
@@ -32,9 +36,14 @@ from typing import Any
 from tqdm import tqdm
 
 from appliance.services import ServiceError, open_archive
-from appliance.settings import Settings
+from appliance.settings import Settings, SettingsError
 
 SNAPSHOTS = "snapshots"
+
+#: Exit status of a backup or fsck that did not start because another one holds its lease (on this
+#: node or another): EX_TEMPFAIL of sysexits.h, "try again later". The systemd units count it as
+#: success (SuccessExitStatus=75), so a node that stood by is not listed by `systemctl --failed`.
+ALREADY_RUNNING = 75
 
 
 class BackupError(Exception):
@@ -46,13 +55,17 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
             "(else the archive's own storage keys).")  # fmt: skip
     backup = sub.add_parser("backup", parents=[common], help="back up the index and the images",
                             description="Copy a consistent snapshot of the index and every image not yet backed up "
-                            "to DEST: a folder or s3://HOST:PORT/BUCKET[/PREFIX] (s3+https:// for TLS). Safe while "
-                            "`minipacs serve` runs. " + keys.format(prefix="MINIPACS_BACKUP"),
+                            "to DEST: a folder or s3://HOST:PORT/BUCKET[/PREFIX] (s3+https:// for TLS); without "
+                            "DEST, to the setting backup.destination. Safe while `minipacs serve` runs. One backup "
+                            f"runs at a time across all nodes; another one exits with status {ALREADY_RUNNING} "
+                            "and copies nothing. " + keys.format(prefix="MINIPACS_BACKUP"),
                             epilog="examples:\n  minipacs backup /mnt/usb/minipacs-backup\n"
+                            "  minipacs backup                  (to backup.destination, as the nightly timer does)\n"
                             "  MINIPACS_BACKUP_ACCESS_KEY=... MINIPACS_BACKUP_SECRET_KEY=... "
                             "minipacs backup s3+https://nas.local:9000/pacs-backup",
                             formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    backup.add_argument("destination", metavar="DEST", help="a folder or an S3 URL")
+    backup.add_argument("destination", metavar="DEST", nargs="?",
+                        help="a folder or an S3 URL (default: the setting backup.destination)")  # fmt: skip
     backup.add_argument("--no-progress", action="store_true", help="no progress bar (for scripts)")
     backup.set_defaults(func=cmd_backup)
 
@@ -123,12 +136,38 @@ def _archive(settings: Settings) -> Any:
         raise BackupError(str(exc)) from exc
 
 
+def already_running(command: str) -> int:
+    """Say that another `minipacs COMMAND` holds the lease, in one line; the exit status to return."""
+    print(f"minipacs: {command}: already running (another `minipacs {command}` on this or another node); "
+          "nothing done this time", file=sys.stderr)  # fmt: skip
+    return ALREADY_RUNNING
+
+
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from archive.lease import Lease
+
+    destination: str = args.destination or settings["backup.destination"]
+    if not destination:  # before the archive is opened: nothing is created anywhere
+        raise SettingsError("no backup destination: give one (minipacs backup /mnt/usb/minipacs-backup) or set "
+                            "backup.destination in minipacs.toml (or MINIPACS_BACKUP_DESTINATION)")  # fmt: skip
+    archive = _archive(settings)
+    try:
+        lease = Lease(archive.db, "backup")
+        if not lease.held():
+            return already_running("backup")
+        try:
+            return _backup(args, settings, archive, destination)
+        finally:
+            lease.release()
+    finally:
+        archive.close()
+
+
+def _backup(args: argparse.Namespace, settings: Settings, archive: Any, destination: str) -> int:
     from archive.db import Database
     from archive.transfer import TransferError, copy_index, copy_objects
 
-    archive = _archive(settings)
-    dest = _open_store(args.destination, "MINIPACS_BACKUP", settings)
+    dest = _open_store(destination, "MINIPACS_BACKUP", settings)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     try:
         with tempfile.TemporaryDirectory(prefix="minipacs-backup-") as scratch:
@@ -155,9 +194,7 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
         dest.put(f"{SNAPSHOTS}/{stamp}.json", _bytes(json.dumps(manifest, indent=1)))
     except (TransferError, OSError) as exc:
         raise BackupError(f"backup not complete: {getattr(exc, 'message', exc)}") from exc
-    finally:
-        archive.close()
-    print(f"Backup {stamp} in {args.destination}: index ({counts.get('instance', 0)} instances, "
+    print(f"Backup {stamp} in {destination}: index ({counts.get('instance', 0)} instances, "
           f"{counts.get('report', 0)} reports, {counts.get('user_account', 0)} users), "
           f"{copied} objects copied, {skipped} already there.")  # fmt: skip
     return 0

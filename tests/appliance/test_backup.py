@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from appliance.cli_backup import ALREADY_RUNNING
 from archive import Archive, Origin
-from tests.appliance.util import assert_one_line_error, cli_env, run_cli
+from archive.db import Database
+from archive.lease import Lease
+from tests.appliance.util import assert_one_line_error, cli_env, instance_count, run_cli
 from tests.conftest import CT_FILES, DX_FILE, US_FILES
 from tests.pg import PostgresServer
 from tests.storage.s3_server import S3Endpoint
@@ -161,3 +164,69 @@ def test_migrate_needs_a_destination_and_a_reachable_database(tmp_path: Path) ->
                    cwd=tmp_path)  # fmt: skip
     assert_one_line_error(down, 1)
     assert "secret" not in down.stderr
+
+
+# --- backup.destination: what the nightly timer runs (`minipacs backup`, no DEST) ---------------------
+
+
+def test_backup_without_a_destination_says_what_to_set_and_writes_nothing(tmp_path: Path) -> None:
+    data = make_site(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    nowhere = run_cli("backup", "--data", "data", "--no-progress", cwd=tmp_path)
+    line = assert_one_line_error(nowhere, 2)
+    assert "backup.destination" in line and "MINIPACS_BACKUP_DESTINATION" in line, line
+    assert sorted(tmp_path.rglob("*")) == before  # no folder, no lease file, no index change
+    assert instance_count(data) == 4
+
+
+def test_backup_goes_to_backup_destination_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    make_site(tmp_path)
+    (tmp_path / "minipacs.toml").write_text('data = "data"\n\n[backup]\ndestination = "nas"\n', encoding="utf-8")
+    env = cli_env(MINIPACS_BACKUP_ACCESS_KEY="", MINIPACS_BACKUP_SECRET_KEY="")  # what backup.env may hold
+    nightly = run_cli("backup", "--no-progress", cwd=tmp_path, env=env)
+    assert nightly.returncode == 0 and "4 objects copied" in nightly.stdout, nightly.stderr
+    assert "ignoring the environment variable" not in nightly.stderr  # the key pair is not an unknown setting
+    assert len(list((tmp_path / "nas" / "snapshots").iterdir())) == 1
+    usb = run_cli("backup", "--no-progress", cwd=tmp_path, env={**env, "MINIPACS_BACKUP_DESTINATION": "usb"})
+    assert usb.returncode == 0 and "4 objects copied" in usb.stdout, usb.stderr
+    given = run_cli("backup", "elsewhere", "--no-progress", cwd=tmp_path,
+                    env={**env, "MINIPACS_BACKUP_DESTINATION": "usb"})  # fmt: skip
+    assert given.returncode == 0 and "in elsewhere" in given.stdout, given.stderr  # DEST wins over the setting
+    assert [len(list((tmp_path / d / "snapshots").iterdir())) for d in ("nas", "usb", "elsewhere")] == [1, 1, 1]
+
+
+# --- one backup (and one fsck) at a time, across nodes ------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_second_backup_or_fsck_stands_by_while_one_runs(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "sqlite":
+        data = make_site(tmp_path)
+        db_url, env = f"sqlite:///{data / 'index.sqlite'}", cli_env()
+    else:  # two nodes on one PostgreSQL: the lease is an advisory lock, not a file on either box
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        db_url = postgres.create_database()
+        env = cli_env(MINIPACS_DATABASE_URL=db_url)
+        assert run_cli("import", CT_FILES[0], "--data", "data", "--no-progress", cwd=tmp_path, env=env).returncode == 0
+    env["MINIPACS_BACKUP_DESTINATION"] = str(tmp_path / "nas")
+    other_node = Database.open(db_url)
+    leases = [Lease(other_node, "backup"), Lease(other_node, "fsck")]
+    try:
+        assert all(lease.held() for lease in leases)
+        skipped = run_cli("backup", "--data", "data", "--no-progress", cwd=tmp_path, env=env)
+        line = assert_one_line_error(skipped, ALREADY_RUNNING)
+        assert "already running" in line and "backup" in line
+        assert not (tmp_path / "nas").exists()  # nothing written
+        fsck = run_cli("fsck", "--data", "data", "--no-progress", cwd=tmp_path, env=env)
+        assert "already running" in assert_one_line_error(fsck, ALREADY_RUNNING) and "checked" not in fsck.stdout
+    finally:
+        for lease in leases:
+            lease.release()
+        other_node.engine.dispose()
+    done = run_cli("backup", "--data", "data", "--no-progress", cwd=tmp_path, env=env)
+    assert done.returncode == 0 and "objects copied" in done.stdout, done.stderr  # the lease was the only reason
+    assert run_cli("fsck", "--data", "data", "--no-progress", cwd=tmp_path, env=env).returncode == 0
+    if backend == "postgresql":
+        postgres.drop_database(db_url)
