@@ -28,8 +28,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                           "(orphans). Exit status 0 when all is well, 1 when something was found (or the check "
                           f"could not run), {ALREADY_RUNNING} when another fsck is running on this or another node. "
                           "With --repair, corrupt and orphan objects are moved under quarantine/ in the same "
-                          "store (never deleted) and the moves are audited. Safe while `minipacs serve` runs, but an object "
-                          "being stored at that moment may show as an orphan: run it again to be sure.",
+                          "store (never deleted) and the moves are audited. Safe while `minipacs serve` runs, but "
+                          "an object being stored at that moment may show as an orphan: run it again to be sure.",
                           epilog="examples:\n  minipacs fsck\n  minipacs fsck --repair",
                           formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     fsck.add_argument("--repair", action="store_true", help="move corrupt and orphan objects to quarantine/")
