@@ -14,13 +14,17 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydicom.uid import UID
 from pynetdicom import AE
 
 from common import PYTHON, ROOT, free_port
+
+if TYPE_CHECKING:
+    from archive import Archive
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 VERIFICATION = UID("1.2.840.10008.1.1")
@@ -38,6 +42,8 @@ class Server:
     process: subprocess.Popen[bytes]
     log_path: Path
     http_port: int = 0
+    #: minipacs on a database and object store of its own choosing (bench/scaleout.py); else in `folder`.
+    store_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -59,9 +65,7 @@ class Server:
     def stored(self) -> int:
         """How many instances the server holds now (ask before stop() for Orthanc)."""
         if self.kind == "minipacs":
-            from archive import Archive
-
-            archive = Archive.open(f"sqlite:///{self.folder / 'index.sqlite'}", str(self.folder / "objects"))
+            archive = self._archive()
             try:
                 return int(archive.statistics().instances)
             finally:
@@ -74,8 +78,24 @@ class Server:
         return sum(1 for _ in (self.folder / "objects").glob("*.dcm"))
 
     def object_files(self) -> int:
-        """Stored object files on disk (minipacs), not counting temporaries."""
-        return sum(1 for p in (self.folder / "objects").rglob("*.dcm") if p.is_file())
+        """Stored object files on disk or objects in the bucket (minipacs), not counting temporaries."""
+        if not self.store_env:
+            return sum(1 for p in (self.folder / "objects").rglob("*.dcm") if p.is_file())
+        archive = self._archive()
+        try:
+            return sum(1 for key in archive.objects.keys() if key.endswith(".dcm"))
+        finally:
+            archive.close()
+
+    def _archive(self) -> Archive:
+        from archive import Archive
+
+        if not self.store_env:
+            return Archive.open(f"sqlite:///{self.folder / 'index.sqlite'}", str(self.folder / "objects"))
+        env = self.store_env
+        return Archive.open(env["MINIPACS_DATABASE_URL"], env["MINIPACS_STORAGE_URL"], upgrade=False,
+                            access_key=env["MINIPACS_STORAGE_ACCESS_KEY"],
+                            secret_key=env["MINIPACS_STORAGE_SECRET_KEY"])  # fmt: skip
 
 
 def echo(port: int, aet: str, timeout: float = 5) -> bool:
@@ -132,20 +152,27 @@ def _spawn(folder: Path, argv: list[str], env: dict[str, str] | None = None,
     return process, log_path
 
 
-def start_minipacs(folder: Path, log_level: str = "INFO", log_dir: Path | None = None) -> Server:
-    """`minipacs serve` with its defaults, on a free loopback port, data in `folder`."""
+def start_minipacs(folder: Path, log_level: str = "INFO", log_dir: Path | None = None,
+                   store_env: dict[str, str] | None = None) -> Server:  # fmt: skip
+    """`minipacs serve` with its defaults, on a free loopback port, data in `folder`.
+
+    `store_env` (MINIPACS_DATABASE_URL, MINIPACS_STORAGE_URL and the S3 key pair)
+    puts its index and objects elsewhere, as bench/scaleout.py provides them.
+    """
     port = free_port()
     # No MINIPACS_* from the caller's environment, and cwd without a minipacs.toml,
     # so every run uses the documented defaults.
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPACS_")}
     env["MINIPACS_DICOM_HOST"] = "127.0.0.1"
+    env.update(store_env or {})
     http_port = free_port()
     argv = [str(PYTHON), "-m", "appliance.cli", "serve", "--data", str(folder),
             "--dicom-port", str(port), "--http-port", str(http_port),
             "--hl7-port", str(free_port()), "--log-level", log_level]  # fmt: skip
     env["PYTHONPATH"] = str(ROOT)
     process, log_path = _spawn(folder, argv, env, log_dir)
-    return _wait_ready(Server("minipacs", "MINIPACS", port, folder, process, log_path, http_port))
+    return _wait_ready(Server("minipacs", "MINIPACS", port, folder, process, log_path, http_port,
+                              dict(store_env or {})))  # fmt: skip
 
 
 def orthanc_available() -> bool:
