@@ -89,12 +89,16 @@ def fsck(db: Database, objects: ObjectStore, audit: AuditLog, *, sources: Iterab
          progress: Callable[[int], None] | None = None) -> FsckReport:  # fmt: skip
     """Check every referenced object, then look for orphans; `progress` gets the bytes of each object read.
 
-    Objects under ``quarantine/`` are neither checked nor reported again.
+    Objects under ``quarantine/`` are neither checked nor reported again. The
+    archive may be in use: an image stored or deleted while the objects are
+    read (hours on a large archive) is neither an orphan nor missing, so the
+    index is read again before those are reported.
     """
     report = FsckReport()
     expected: set[str] = set()
     with db.read() as conn:
         references = [r for source in (instance_references, *sources) for r in source(conn)]
+    gone: list[tuple[Reference, str]] = []
     for ref in references:
         expected.add(ref.key)
         problem = _check(objects, ref, progress)
@@ -103,13 +107,20 @@ def fsck(db: Database, objects: ObjectStore, audit: AuditLog, *, sources: Iterab
         if problem is None:
             continue
         kind, detail = problem
-        moved = repair and kind == "corrupt" and _quarantine(objects, ref.key)
-        report.findings.append(Finding(kind, ref.key, ref.what, detail, moved))
-    for key in objects.keys():
-        if key in expected or key.startswith(f"{QUARANTINE}/"):
+        if kind == "missing":
+            gone.append((ref, detail))
             continue
-        moved = repair and _quarantine(objects, key)
-        report.findings.append(Finding("orphan", key, "no index row points at it", "", moved))
+        moved = repair and _quarantine(objects, ref.key)
+        report.findings.append(Finding(kind, ref.key, ref.what, detail, moved))
+    unknown = [key for key in objects.keys() if key not in expected and not key.startswith(f"{QUARANTINE}/")]
+    if gone or unknown:  # keys are never reused: a key the index names now was stored, one it lost was deleted
+        with db.read() as conn:
+            now = {r.key for source in (instance_references, *sources) for r in source(conn)}
+        report.findings += [Finding("missing", ref.key, ref.what, detail) for ref, detail in gone if ref.key in now]
+        for key in unknown:
+            if key not in now:
+                moved = repair and _quarantine(objects, key)
+                report.findings.append(Finding("orphan", key, "no index row points at it", "", moved))
     who = origin or Origin("fsck", "", "CLI")
     for finding in report.findings:
         log.warning("fsck: %s %s (%s)%s%s", finding.kind, finding.key, finding.what,

@@ -87,3 +87,22 @@ def test_minipacs_fsck_command(tmp_path: Path) -> None:
     assert run_cli("fsck", "--data", "data", "--no-progress", cwd=tmp_path).returncode == 0
     bad = run_cli("fsck", "--data", "data", "--bogus", cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_images_stored_or_deleted_while_fsck_reads_are_not_problems(stored: Archive, tmp_path: Path) -> None:
+    """fsck runs weekly on a live archive: what arrives or is deleted meanwhile must not fail it (nor be quarantined)."""
+    with stored.db.read() as conn:  # the last one read: still there when the index is read, gone by its turn
+        victim = str(conn.execute(select(Instance.storage_key).order_by(Instance.pk.desc())).scalars().first())
+    during: list[int] = []
+
+    def meanwhile(_: int) -> None:
+        if not during:  # after the index was read, before the store is listed
+            during.append(1)
+            stored.ingest(io.BytesIO(part10(make_dataset(9, pixel_bytes=64))), ORIGIN)
+            with stored.db.write() as conn:
+                conn.execute(Instance.__table__.delete().where(Instance.storage_key == victim))
+            stored.objects.delete(victim)
+
+    report = fsck(stored.db, stored.objects, stored.audit, repair=True, progress=meanwhile)
+    assert report.clean, report.findings
+    assert fsck(stored.db, stored.objects, stored.audit).clean and len(keys(stored)) == 3
