@@ -101,6 +101,70 @@ def index_database(request: pytest.FixtureRequest, backend: str, directory: Path
         server.drop_database(url)
 
 
+#: The two ways a site keeps its index and objects: the embedded default (one box)
+#: and the scale-out one (PostgreSQL + an S3 bucket), which the DIMSE and
+#: DICOMweb suites run on too (`site_backend = both_site_backends` in a module).
+SITE_BACKENDS = ("sqlite+fs", "postgresql+s3")
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where one archive keeps its index and objects; `minipacs serve` finds them through `env()`."""
+
+    data: Path
+    database_url: str = ""  # "": SQLite in data/index.sqlite
+    storage_url: str = ""  # "": the folder data/objects
+    access_key: str = ""
+    secret_key: str = ""
+
+    @property
+    def index_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data / 'index.sqlite'}"
+
+    @property
+    def objects_url(self) -> str:
+        return self.storage_url or str(self.data / "objects")
+
+    def env(self) -> dict[str, str]:
+        env = {"MINIPACS_DATABASE_URL": self.database_url} if self.database_url else {}
+        if self.storage_url:
+            env |= {"MINIPACS_STORAGE_URL": self.storage_url, "MINIPACS_STORAGE_ACCESS_KEY": self.access_key,
+                    "MINIPACS_STORAGE_SECRET_KEY": self.secret_key}  # fmt: skip
+        return env
+
+    def open_archive(self) -> Archive:
+        """The site's archive opened from the test, to fill it before a server starts or check what it holds."""
+        keys = {"access_key": self.access_key, "secret_key": self.secret_key} if self.storage_url else {}
+        return Archive.open(self.index_url, self.objects_url, **keys)
+
+
+@pytest.fixture(scope="module")
+def site_backend() -> str:
+    return "sqlite+fs"
+
+
+@pytest.fixture(scope="module", params=SITE_BACKENDS)
+def both_site_backends(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@contextmanager
+def site_on(request: pytest.FixtureRequest, backend: str, data: Path) -> Iterator[Site]:
+    """A fresh, empty site: `data` alone, or a new PostgreSQL database and S3 bucket of the session's servers."""
+    data.mkdir(parents=True, exist_ok=True)
+    if backend == "sqlite+fs":
+        yield Site(data)
+        return
+    assert backend == "postgresql+s3", backend
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    s3: S3Endpoint = request.getfixturevalue("s3")
+    url = postgres.create_database()
+    try:
+        yield Site(data, url, s3.new_bucket_url("archive"), s3.access_key, s3.secret_key)
+    finally:
+        postgres.drop_database(url)
+
+
 @pytest.fixture
 def index_url(request: pytest.FixtureRequest, tmp_path: Path, index_backend: str) -> Iterator[str]:
     with index_database(request, index_backend, tmp_path) as url:
@@ -108,9 +172,14 @@ def index_url(request: pytest.FixtureRequest, tmp_path: Path, index_backend: str
 
 
 @pytest.fixture
-def archive(tmp_path: Path, index_url: str) -> Iterator[Archive]:
-    """A fresh archive on the filesystem, its index on SQLite (or PostgreSQL where a module asks)."""
-    arc = Archive.open(index_url, str(tmp_path / "objects"))
+def archive(request: pytest.FixtureRequest, tmp_path: Path, index_url: str, index_backend: str) -> Iterator[Archive]:
+    """A fresh archive: index on SQLite and objects in a folder, or (where a module asks for both
+    backends) index on PostgreSQL and objects in an S3 bucket, as a scaled-out site keeps them."""
+    if index_backend == "postgresql":
+        s3: S3Endpoint = request.getfixturevalue("s3")
+        arc = Archive.open(index_url, s3.new_bucket_url("archive"), access_key=s3.access_key, secret_key=s3.secret_key)
+    else:
+        arc = Archive.open(index_url, str(tmp_path / "objects"))
     yield arc
     arc.close()
 
@@ -137,13 +206,14 @@ class Server:
     process: subprocess.Popen[bytes]
     log_path: Path
     aet: str = "MINIPACS"
+    site: Site | None = None  # None: the embedded default in `data`
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def archive(self) -> Archive:
         """Open the server's index and store from the test, to check what it holds."""
-        return Archive.open(f"sqlite:///{self.data / 'index.sqlite'}", str(self.data / "objects"))
+        return (self.site or Site(self.data)).open_archive()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.process.poll() is None:
@@ -152,12 +222,12 @@ class Server:
 
 
 def start_server(data: Path, *args: str, env: dict[str, str] | None = None,
-                 port: int | None = None, timeout: float = 30) -> Server:  # fmt: skip
-    """Start `minipacs serve` and wait until it answers C-ECHO."""
+                 port: int | None = None, timeout: float = 60, site: Site | None = None) -> Server:  # fmt: skip
+    """Start `minipacs serve` (on `site`'s index and objects, if given) and wait until it answers C-ECHO."""
     port = port or free_port()
     data.mkdir(parents=True, exist_ok=True)
     log_path = data.parent / f"{data.name}-server-{port}.log"
-    full_env = {**os.environ, "MINIPACS_DICOM_HOST": "127.0.0.1", **(env or {})}
+    full_env = {**os.environ, "MINIPACS_DICOM_HOST": "127.0.0.1", **(site.env() if site else {}), **(env or {})}
     full_env.setdefault("MINIPACS_STORAGE_RESERVE_MB", "0")
     full_env.setdefault("MINIPACS_HTTP_PORT", str(free_port()))
     full_env.setdefault("MINIPACS_HL7_PORT", str(free_port()))
@@ -167,7 +237,7 @@ def start_server(data: Path, *args: str, env: dict[str, str] | None = None,
              "--dicom-port", str(port), *args],
             cwd=str(data.parent), env=full_env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    server = Server(port, data, process, log_path)
+    server = Server(port, data, process, log_path, site=site)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -185,11 +255,12 @@ def start_server(data: Path, *args: str, env: dict[str, str] | None = None,
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    """A `minipacs serve` on a free port with an empty data directory."""
-    srv = start_server(tmp_path / "data")
-    yield srv
-    code = srv.stop()
+def server(request: pytest.FixtureRequest, tmp_path: Path, site_backend: str) -> Iterator[Server]:
+    """A `minipacs serve` on a free port with an empty site (the module's `site_backend`)."""
+    with site_on(request, site_backend, tmp_path / "data") as site:
+        srv = start_server(tmp_path / "data", site=site)
+        yield srv
+        code = srv.stop()
     assert code == 0, f"minipacs serve exited with {code} on SIGTERM:\n{srv.log()}"
     assert "Traceback" not in srv.log(), srv.log()
 

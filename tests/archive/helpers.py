@@ -25,6 +25,7 @@ from sqlalchemy import select
 
 from archive import Archive, Expected, Origin, StoreResult, query_from_identifier
 from archive.models import Base
+from storage.filesystem import FilesystemStore
 
 ORIGIN = Origin("MODALITY1", "127.0.0.1", "DIMSE", "assoc-1")
 
@@ -151,6 +152,14 @@ def table_rows(archive: Archive, table: str) -> list[dict[str, Any]]:
 def stored_files(root: Path) -> list[Path]:
     """Every file below an object-store root, hidden ones (temporaries) included."""
     return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def stored_keys(archive: Archive) -> list[str]:
+    """Every object in the archive's store: files below a folder store (temporaries included), keys in a bucket."""
+    if isinstance(archive.objects, FilesystemStore):
+        root = archive.objects.root
+        return [p.relative_to(root).as_posix() for p in stored_files(root)]
+    return sorted(archive.objects.keys())
 
 
 def identifier(level: str, **keys: Any) -> Dataset:

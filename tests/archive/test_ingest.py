@@ -49,6 +49,7 @@ from tests.archive.helpers import (
     other_ids,
     part10,
     stored_files,
+    stored_keys,
     table_rows,
     uid,
 )
@@ -58,12 +59,6 @@ from tests.conftest import both_index_backends as index_backend  # noqa: F401  (
 
 INDEX_TABLES = ("patient", "study", "series", "instance", "patient_identifier", "name_token",
                 "series_request", "duplicate_conflict")  # fmt: skip
-
-
-def objects_root(archive: Archive) -> Path:
-    store = archive.objects
-    assert isinstance(store, FilesystemStore)
-    return store.root
 
 
 def assert_nothing_indexed(archive: Archive) -> None:
@@ -161,11 +156,11 @@ def test_missing_object_is_not_found(archive: Archive) -> None:
 def test_same_bytes_twice_is_stored_once(archive: Archive) -> None:
     data = part10(make_dataset(pixel_bytes=2048))
     first = ingest(archive, data)
-    files = stored_files(objects_root(archive))
+    files = stored_keys(archive)
     second = ingest(archive, data, origin=Origin("OTHER_AE", "10.0.0.9"))
     assert (first.status, second.status) == (StoreStatus.STORED, StoreStatus.ALREADY_STORED)
     assert second.size == 0
-    assert stored_files(objects_root(archive)) == files and len(files) == 1
+    assert stored_keys(archive) == files and len(files) == 1
     assert len(table_rows(archive, "instance")) == 1
     assert table_rows(archive, "duplicate_conflict") == []
     [study] = table_rows(archive, "study")
@@ -181,7 +176,7 @@ def test_same_dataset_with_another_file_meta_is_the_same_object(archive: Archive
     resent = bare(ds, implicit=False)
     assert resent != as_part10
     assert ingest(archive, resent).status is StoreStatus.ALREADY_STORED
-    assert len(stored_files(objects_root(archive))) == 1
+    assert len(stored_keys(archive)) == 1
 
 
 def test_conflicting_resend_keeps_both(archive: Archive) -> None:
@@ -208,7 +203,7 @@ def test_conflicting_resend_keeps_both(archive: Archive) -> None:
     assert conflict["sha256"] == hashlib.sha256(kept).hexdigest()
     assert conflict["size_bytes"] == len(kept)
     assert (conflict["calling_ae"], conflict["peer_address"]) == ("CT2", "10.0.0.2")
-    assert len(stored_files(objects_root(archive))) == 2
+    assert len(stored_keys(archive)) == 2
     # Counts and names are the first copy's.
     [study] = table_rows(archive, "study")
     assert study["num_instances"] == 1
@@ -228,11 +223,11 @@ def test_repeated_differing_resend_is_set_aside_once(archive: Archive) -> None:
     assert again.status is StoreStatus.CONFLICT
     assert again.size == 0  # nothing written the second time
     assert len(table_rows(archive, "duplicate_conflict")) == 1
-    assert len(stored_files(objects_root(archive))) == 2
+    assert len(stored_keys(archive)) == 2
     # A copy that differs again is a new conflict, kept too.
     assert ingest(archive, third).status is StoreStatus.CONFLICT
     assert len(table_rows(archive, "duplicate_conflict")) == 2
-    assert len(stored_files(objects_root(archive))) == 3
+    assert len(stored_keys(archive)) == 3
 
 
 # --- refused instances ----------------------------------------------------------------
@@ -254,7 +249,7 @@ def test_invalid_uids_are_refused_and_leave_nothing(archive: Archive, keyword: s
         ingest(archive, data)
     assert keyword in str(excinfo.value)
     assert excinfo.value.dimse_status == 0xC000 and excinfo.value.http_status == 400
-    assert stored_files(objects_root(archive)) == []
+    assert stored_keys(archive) == []
     assert_nothing_indexed(archive)
 
 
@@ -262,7 +257,7 @@ def test_damaged_object_is_refused_and_leaves_nothing(archive: Archive) -> None:
     data = part10(make_dataset(pixel_bytes=4096))
     with pytest.raises(InvalidInstance, match="truncated"):
         ingest(archive, data[:-100])
-    assert stored_files(objects_root(archive)) == []
+    assert stored_keys(archive) == []
     assert_nothing_indexed(archive)
 
 
@@ -275,7 +270,7 @@ def test_expected_sop_class_and_instance(archive: Archive) -> None:
         ingest(archive, data, expected=Expected(sop_instance_uid=uid(3, 999)))
     with pytest.raises(InvalidInstance, match="belongs to study"):
         ingest(archive, data, expected=Expected(study_instance_uid=uid(1, 999)))
-    assert stored_files(objects_root(archive)) == []
+    assert stored_keys(archive) == []
     assert_nothing_indexed(archive)
     ok = Expected(sop_class_uid=CTImageStorage, sop_instance_uid=uid(3, 1), study_instance_uid=uid(1, 1))
     assert ingest(archive, data, expected=ok).status is StoreStatus.STORED
@@ -296,7 +291,7 @@ def test_storage_full_stores_nothing(tmp_path: Path) -> None:
 
 def test_index_failure_after_the_write_removes_the_object(archive: Archive) -> None:
     ingest_ds(archive, make_dataset(1))
-    before = stored_files(objects_root(archive))
+    before = stored_keys(archive)
     # The audit row is the last insert of an instance: everything before it
     # succeeds, then the transaction fails and must take the object with it.
     with archive.db.write() as conn:
@@ -304,7 +299,7 @@ def test_index_failure_after_the_write_removes_the_object(archive: Archive) -> N
     with pytest.raises(StorageUnavailable) as excinfo:
         ingest_ds(archive, make_dataset(2, study=uid(1, 2), series=uid(2, 2), patient_id="PID002"))
     assert excinfo.value.dimse_status == 0xA700
-    assert stored_files(objects_root(archive)) == before
+    assert stored_keys(archive) == before
     assert len(table_rows(archive, "instance")) == 1
     assert len(table_rows(archive, "study")) == 1
     assert len(table_rows(archive, "patient")) == 1
@@ -323,7 +318,7 @@ def test_index_constraint_failure_removes_the_object(archive: Archive) -> None:
                               "FOR EACH ROW EXECUTE FUNCTION refuse()"))  # fmt: skip
     with pytest.raises(StorageUnavailable, match="constraint"):
         ingest_ds(archive, make_dataset())
-    assert stored_files(objects_root(archive)) == []
+    assert stored_keys(archive) == []
     assert_nothing_indexed(archive)
 
 
@@ -351,7 +346,7 @@ def capped_archive(tmp_path: Path) -> Iterator[Archive]:
 def test_index_disk_full_is_storage_full_and_removes_the_object(capped_archive: Archive) -> None:
     with pytest.raises(StorageFull, match="index"):
         ingest_ds(capped_archive, make_dataset(pixel_bytes=256, StudyDescription="x" * 20000))
-    assert stored_files(objects_root(capped_archive)) == []
+    assert stored_keys(capped_archive) == []
     assert_nothing_indexed(capped_archive)
 
 

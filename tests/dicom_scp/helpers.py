@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import socket
-import sqlite3
 import struct
 import subprocess
 import sys
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,15 +47,16 @@ from pydicom.uid import (
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
+from sqlalchemy import text
 
-from archive import Archive, InstanceRef, Level, Query
-from archive.db import sqlite_url
+from archive import InstanceRef, Level, Query
 from tests.conftest import (
     CT_FILES,
     DX_FILE,
     ROOT,
     US_FILES,
     Server,
+    Site,
     dcmtk,
     echo,
     free_port,
@@ -180,10 +181,20 @@ def stored_objects(server: Server) -> dict[str, StoredObject]:
         archive.close()
 
 
+def index_rows(server: Server, sql: str, **params: object) -> list[dict[str, Any]]:
+    """The rows of one SQL query on the server's index, SQLite or PostgreSQL alike."""
+    archive = server.archive()
+    try:
+        with archive.db.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(text(sql), params)]
+    finally:
+        archive.close()
+
+
 def instance_rows(server: Server) -> list[tuple[str, str, int, str]]:
-    """(SOP Instance UID, storage key, size, sha256) of every instance row, read with sqlite3."""
-    with closing(sqlite3.connect(server.data / "index.sqlite")) as db:
-        return list(db.execute("SELECT sop_instance_uid, storage_key, size_bytes, sha256 FROM instance"))
+    """(SOP Instance UID, storage key, size, sha256) of every instance row."""
+    rows = index_rows(server, "SELECT sop_instance_uid, storage_key, size_bytes, sha256 FROM instance")
+    return [(r["sop_instance_uid"], r["storage_key"], r["size_bytes"], r["sha256"]) for r in rows]
 
 
 def sha256_of(path: Path, start: int = 0) -> str:
@@ -197,21 +208,52 @@ def sha256_of(path: Path, start: int = 0) -> str:
 
 
 def assert_index_matches_objects(server: Server) -> list[tuple[str, str, int, str]]:
-    """Every instance row's object exists with the recorded size and SHA-256."""
+    """Every instance row's object exists (on disk or in the bucket) with the recorded size and SHA-256."""
     rows = instance_rows(server)
-    root = server.data / "objects"
-    for uid, key, size, sha in rows:
-        path = root / key
-        assert path.is_file(), f"{uid}: object {key} is missing"
-        assert path.stat().st_size == size, f"{uid}: object size differs from the index"
-        assert sha256_of(path) == sha, f"{uid}: object SHA-256 differs from the index"
+    archive = server.archive()
+    try:
+        for uid, key, size, sha in rows:
+            assert archive.objects.exists(key), f"{uid}: object {key} is missing"
+            assert archive.objects.size(key) == size, f"{uid}: object size differs from the index"
+            digest = hashlib.sha256()
+            with archive.objects.open(key) as stream:
+                while chunk := stream.read(8 * 2**20):
+                    digest.update(chunk)
+            assert digest.hexdigest() == sha, f"{uid}: object SHA-256 differs from the index"
+    finally:
+        archive.close()
     return rows
 
 
-def object_files(server: Server) -> list[Path]:
-    """Every file below the object store, hidden temporary files included."""
-    root = server.data / "objects"
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+def object_keys(server: Server) -> list[str]:
+    """Every object in the server's store by key; in a folder store, hidden temporary files too."""
+    site = server.site or Site(server.data)
+    if not site.storage_url:
+        root = server.data / "objects"
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    archive = server.archive()
+    try:
+        return sorted(archive.objects.keys())
+    finally:
+        archive.close()
+
+
+def object_bytes(server: Server, key: str) -> bytes:
+    archive = server.archive()
+    try:
+        with archive.objects.open(key) as stream:
+            return stream.read()
+    finally:
+        archive.close()
+
+
+def delete_object(server: Server, key: str) -> None:
+    """Take an object away behind the index's back (a disk fault, an operator's mistake)."""
+    archive = server.archive()
+    try:
+        archive.objects.delete(key)
+    finally:
+        archive.close()
 
 
 def spool_files(server: Server) -> list[Path]:
@@ -426,17 +468,17 @@ def register_ae(server: Server | Path, title: str, host: str = "", port: int | s
     `cli`: with the `minipacs ae add` command, as an administrator would
     (slower: a Python start); otherwise through the archive's registry.
     """
-    data = server.data if isinstance(server, Server) else server
-    data.mkdir(parents=True, exist_ok=True)
+    site = (server.site or Site(server.data)) if isinstance(server, Server) else Site(server)
+    site.data.mkdir(parents=True, exist_ok=True)
     if cli:
         args = [sys.executable, "-m", "appliance.cli", "ae", "add", title]
         args += [a for a in (host, str(port or "")) if a]
-        result = subprocess.run(args + ["--data", str(data)], cwd=ROOT, capture_output=True,
-                                text=True, timeout=60, check=False)  # fmt: skip
+        result = subprocess.run(args + ["--data", str(site.data)], cwd=ROOT, capture_output=True, text=True,
+                                timeout=60, check=False, env={**os.environ, **site.env()})  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
         assert f"registered {title}" in result.stdout
         return
-    archive = Archive.open(sqlite_url(data), str(data / "objects"))
+    archive = site.open_archive()
     try:
         archive.registry.add(title, host, port or 0)
     finally:

@@ -34,6 +34,7 @@ from pynetdicom.sop_class import (
 )
 
 from tests.conftest import CT_FILES, Server, echo, start_server
+from tests.conftest import both_site_backends as site_backend  # noqa: F401  (SQLite + folder and PostgreSQL + S3)
 from tests.conftest import testdata as pydicom_file
 from tests.dicom_scp.helpers import (
     CT,
@@ -43,7 +44,7 @@ from tests.dicom_scp.helpers import (
     dataset_bytes,
     index_counts,
     make_instances,
-    object_files,
+    object_keys,
     register_ae,
     spool_bytes,
     spool_files,
@@ -120,10 +121,10 @@ _seeds = itertools.count(100)
 def changes_nothing(server: Server) -> Iterator[None]:
     """The block adds no index row, no object file and leaves nothing in the spool; then the
     server still stores the next valid study."""
-    counts, objects = index_counts(server), object_files(server)
+    counts, objects = index_counts(server), object_keys(server)
     yield
     assert index_counts(server) == counts
-    assert object_files(server) == objects
+    assert object_keys(server) == objects
     # pynetdicom removes a spooled dataset once the handler has answered, the
     # server an interrupted one when its connection closes.
     wait_for(lambda: spool_files(server) == [], timeout=10, what="an empty spool")
@@ -390,7 +391,7 @@ def test_a_full_disk_answers_out_of_resources_and_stores_nothing(tmp_path: Path)
         assert storescu_results(result.stdout + result.stderr) == {str(CT_FILES[0]): "Refused: OutOfResources"}
         assert re.search(r"C-STORE \S+ from STORESCU@\S+ refused \(0xA700\): the archive is full", server.log()), server.log()
         assert index_counts(server)[3] == 0
-        assert object_files(server) == []
+        assert object_keys(server) == []
         assert spool_files(server) == []
         assert echo(server.port)
     finally:

@@ -20,6 +20,7 @@ from pynetdicom.sop_class import (
 )
 
 from tests.conftest import ROOT, Server, start_server
+from tests.conftest import both_site_backends as site_backend  # noqa: F401  (SQLite + folder and PostgreSQL + S3)
 from tests.dicom_scp.helpers import CT, DX, US, associate, findscu, stop_and_check
 
 sys.path.insert(0, str(ROOT / "bench"))

@@ -7,9 +7,7 @@ with what the archive stored; storescp and getscu run bit-preserving (+B).
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from pynetdicom.sop_class import (
 )
 
 from tests.conftest import DX_FILE, US_FILES, Server, dcmtk, free_port, require_private_network
+from tests.conftest import both_site_backends as site_backend  # noqa: F401  (SQLite + folder and PostgreSQL + S3)
 from tests.dicom_scp.helpers import (
     CT,
     DX,
@@ -33,6 +32,8 @@ from tests.dicom_scp.helpers import (
     StoredObject,
     associate,
     dataset_bytes,
+    delete_object,
+    index_rows,
     make_instances,
     register_ae,
     stored_objects,
@@ -289,7 +290,7 @@ def test_c_move_with_a_missing_object_fails_that_one_and_sends_the_rest(server: 
     assert set(storescu_results(result.stdout + result.stderr).values()) == {"Success"}
     objects = stored_objects(server)
     lost_uid, lost = sorted(objects.items())[0]
-    (server.data / "objects" / lost.ref.storage_key).unlink()  # a disk fault, say
+    delete_object(server, lost.ref.storage_key)  # a disk fault, say
     with storescp(tmp_path, aet="AFTERLOSS") as scp:
         register_ae(server, scp.aet, HOST, scp.port)
         query = Dataset()
@@ -307,10 +308,7 @@ def test_c_move_with_a_missing_object_fails_that_one_and_sends_the_rest(server: 
 
 
 def audit_events(server: Server, action: str) -> list[dict[str, Any]]:
-    with closing(sqlite3.connect(server.data / "index.sqlite")) as conn:
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute("SELECT * FROM audit_event WHERE action = ? ORDER BY pk", (action,))
-        return [dict(row) for row in rows]
+    return index_rows(server, "SELECT * FROM audit_event WHERE action = :action ORDER BY pk", action=action)
 
 
 def test_queries_and_retrieves_are_audited(samples_server: Server, tmp_path: Path) -> None:

@@ -9,9 +9,7 @@ the files need (`-R`), so nothing is converted on the way.
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from pydicom import dcmread
 from pydicom.uid import JPEGLossless, JPEGLSLossless, generate_uid
 
 from tests.conftest import CT_FILES, DX_FILE, US_FILES, Server, dcmtk
+from tests.conftest import both_site_backends as site_backend  # noqa: F401  (SQLite + folder and PostgreSQL + S3)
 from tests.conftest import testdata as pydicom_file
 from tests.dicom_scp.helpers import (
     STORESCU_PROPOSE,
@@ -26,8 +25,10 @@ from tests.dicom_scp.helpers import (
     assert_stored_as_received,
     dataset_bytes,
     index_counts,
+    index_rows,
     make_instances,
-    object_files,
+    object_bytes,
+    object_keys,
     save,
     spool_files,
     stored_objects,
@@ -112,7 +113,7 @@ def test_storescu_stores_each_transfer_syntax_as_received(server: Server, tmp_pa
         uid = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
         assert_stored_as_received(server, path, stored[uid])
         assert f"C-STORE {uid} from STORESCU@127.0.0.1: stored" in server.log()
-    assert len(object_files(server)) == len(files)
+    assert len(object_keys(server)) == len(files)
     assert spool_files(server) == []
 
 
@@ -124,7 +125,7 @@ def test_resend_of_the_same_study_is_stored_once(server: Server) -> None:
     assert set(storescu_results(first.stdout + first.stderr).values()) == {"Success"}
     assert set(storescu_results(second.stdout + second.stderr).values()) == {"Success"}
     assert index_counts(server) == (1, 1, 1, 5)
-    assert len(object_files(server)) == 5
+    assert len(object_keys(server)) == 5
     for path in files:
         assert_stored_as_received(server, path)
     assert "already stored" in server.log()
@@ -156,9 +157,8 @@ def test_conflicting_resend_is_kept_aside_with_a_warning(server: Server, tmp_pat
     assert storescu_results(second.stdout + second.stderr) == {str(changed): "Warning: CoercionOfDataElements"}
     assert index_counts(server)[3] == 1
     assert_stored_as_received(server, original)
-    assert len(object_files(server)) == 2
-    with closing(sqlite3.connect(server.data / "index.sqlite")) as db:
-        conflicts = list(db.execute("SELECT sop_instance_uid, storage_key FROM duplicate_conflict"))
-    assert [uid for uid, _ in conflicts] == [str(ds.SOPInstanceUID)]
-    kept = server.data / "objects" / conflicts[0][1]
+    assert len(object_keys(server)) == 2
+    conflicts = index_rows(server, "SELECT sop_instance_uid, storage_key FROM duplicate_conflict")
+    assert [c["sop_instance_uid"] for c in conflicts] == [str(ds.SOPInstanceUID)]
+    kept = object_bytes(server, conflicts[0]["storage_key"])
     assert dataset_bytes(kept) == dataset_bytes(changed)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import Server, free_port, start_server
+from tests.conftest import Server, Site, free_port, start_server
 
 
 def http_answers(url: str) -> bool:
@@ -18,10 +18,11 @@ def http_answers(url: str) -> bool:
         return False
 
 
-def start_web_server(data: Path, timeout: float = 30, env: dict[str, str] | None = None) -> tuple[Server, str]:
-    """`minipacs serve` on `data` with a free HTTP port; returns it and its base URL once /healthz answers."""
+def start_web_server(data: Path, timeout: float = 60, env: dict[str, str] | None = None,
+                     site: Site | None = None) -> tuple[Server, str]:  # fmt: skip
+    """`minipacs serve` on `data` (and `site`) with a free HTTP port; returns it and its base URL once /healthz answers."""
     port = free_port()
-    server = start_server(data, env={**(env or {}), "MINIPACS_HTTP_PORT": str(port)})
+    server = start_server(data, env={**(env or {}), "MINIPACS_HTTP_PORT": str(port)}, site=site)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while not http_answers(f"{url}/healthz"):

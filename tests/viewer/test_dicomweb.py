@@ -17,9 +17,10 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-from archive import Archive, Origin
+from archive import Origin
 from tests.archive.helpers import table_rows
-from tests.conftest import ALL_SAMPLES, CT_FILES, DX_FILE, US_FILES, Server
+from tests.conftest import ALL_SAMPLES, CT_FILES, DX_FILE, US_FILES, Server, site_on
+from tests.conftest import both_site_backends as site_backend  # noqa: F401  (SQLite + folder and PostgreSQL + S3)
 from tests.dicom_scp.helpers import dataset_bytes, stop_and_check, wait_for
 from tests.viewer.helpers import start_web_server
 
@@ -46,26 +47,27 @@ class Web:
 
 
 @pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
+def web(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+        site_backend: str) -> Iterator[Web]:  # fmt: skip
     data = tmp_path_factory.mktemp("qido") / "data"
-    data.mkdir()
-    archive = Archive.open(f"sqlite:///{data / 'index.sqlite'}", str(data / "objects"))
-    try:
-        for path in ALL_SAMPLES:
-            with open(path, "rb") as f:
-                archive.ingest(f, Origin("IMPORT", "", "IMPORT"))
-        admin = Origin("cli:test", "", "CLI")
-        archive.accounts.add_user("lan", "radiologist", PASSWORD, admin)
-        archive.accounts.add_user("off", "referrer", "disabled user pw", admin)
-        archive.accounts.add_user("hoa", "technologist", UTF8_PASSWORD, admin)
-        archive.accounts.set_disabled("off", True, admin)
-        token = archive.accounts.create_token("his-emr", admin).secret
-        archive.accounts.create_token("old-script", admin)
-    finally:
-        archive.close()
-    server, url = start_web_server(data)
-    yield Web(server, url, token)
-    stop_and_check(server)
+    with site_on(request, site_backend, data) as site:
+        archive = site.open_archive()
+        try:
+            for path in ALL_SAMPLES:
+                with open(path, "rb") as f:
+                    archive.ingest(f, Origin("IMPORT", "", "IMPORT"))
+            admin = Origin("cli:test", "", "CLI")
+            archive.accounts.add_user("lan", "radiologist", PASSWORD, admin)
+            archive.accounts.add_user("off", "referrer", "disabled user pw", admin)
+            archive.accounts.add_user("hoa", "technologist", UTF8_PASSWORD, admin)
+            archive.accounts.set_disabled("off", True, admin)
+            token = archive.accounts.create_token("his-emr", admin).secret
+            archive.accounts.create_token("old-script", admin)
+        finally:
+            archive.close()
+        server, url = start_web_server(data, site=site)
+        yield Web(server, url, token)
+        stop_and_check(server)
 
 
 def uids(results: list[dict[str, object]], tag: str = "0020000D") -> set[str]:

@@ -25,8 +25,9 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from archive import Archive, Origin
-from tests.conftest import CT_FILES, DX_FILE, US_FILES, Server
+from archive import Origin
+from tests.conftest import CT_FILES, DX_FILE, US_FILES, Server, site_on
+from tests.conftest import both_site_backends as site_backend  # noqa: F401  (SQLite + folder and PostgreSQL + S3)
 from tests.dicom_scp.helpers import stop_and_check
 from tests.viewer.helpers import start_web_server
 from viewer.render_cache import RenderCache
@@ -64,24 +65,25 @@ class Web:
 
 
 @pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
+def web(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+        site_backend: str) -> Iterator[Web]:  # fmt: skip
     data = tmp_path_factory.mktemp("rendered") / "data"
-    data.mkdir()
-    archive = Archive.open(f"sqlite:///{data / 'index.sqlite'}", str(data / "objects"))
-    try:
-        for path in (CT_FILES[0], DX_FILE, *US_FILES, get_testdata_file("examples_palette.dcm")):
-            with open(path, "rb") as f:
-                archive.ingest(f, Origin("IMPORT", "", "IMPORT"))
-        buffer = io.BytesIO()
-        DX1.save_as(buffer, enforce_file_format=True)
-        buffer.seek(0)
-        archive.ingest(buffer, Origin("IMPORT", "", "IMPORT"))
-        archive.accounts.add_user("bs.an", "referrer", PASSWORD, Origin("cli:test", "", "CLI"))
-    finally:
-        archive.close()
-    server, url = start_web_server(data)
-    yield Web(server, url)
-    stop_and_check(server)
+    with site_on(request, site_backend, data) as site:
+        archive = site.open_archive()
+        try:
+            for path in (CT_FILES[0], DX_FILE, *US_FILES, get_testdata_file("examples_palette.dcm")):
+                with open(path, "rb") as f:
+                    archive.ingest(f, Origin("IMPORT", "", "IMPORT"))
+            buffer = io.BytesIO()
+            DX1.save_as(buffer, enforce_file_format=True)
+            buffer.seek(0)
+            archive.ingest(buffer, Origin("IMPORT", "", "IMPORT"))
+            archive.accounts.add_user("bs.an", "referrer", PASSWORD, Origin("cli:test", "", "CLI"))
+        finally:
+            archive.close()
+        server, url = start_web_server(data, site=site)
+        yield Web(server, url)
+        stop_and_check(server)
 
 
 def path(ds: Dataset) -> str:

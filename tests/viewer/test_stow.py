@@ -26,16 +26,17 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-from archive import Archive, Origin
+from archive import Origin
 from tests.archive.helpers import table_rows
-from tests.conftest import ALL_SAMPLES, CT_FILES, DX_FILE, US_FILES, Server
+from tests.conftest import ALL_SAMPLES, CT_FILES, DX_FILE, US_FILES, Server, site_on
+from tests.conftest import both_site_backends as site_backend  # noqa: F401  (SQLite + folder and PostgreSQL + S3)
 from tests.dicom_scp.helpers import (
     assert_index_matches_objects,
     assert_stored_as_received,
     dataset_bytes,
     index_counts,
     make_instances,
-    object_files,
+    object_keys,
     stop_and_check,
     stored_objects,
     wait_for,
@@ -81,22 +82,23 @@ class Web:
 
 
 @pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
+def web(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+        site_backend: str) -> Iterator[Web]:  # fmt: skip
     base = tmp_path_factory.mktemp("stow")
     data = base / "data"
-    data.mkdir()
-    archive = Archive.open(f"sqlite:///{data / 'index.sqlite'}", str(data / "objects"))
-    try:
-        archive.accounts.add_user("ky", "technologist", PASSWORD, ADMIN)
-        archive.accounts.add_user("bs.minh", "referrer", PASSWORD, ADMIN)
-        token = archive.accounts.create_token("modality-gw", ADMIN, role="technologist").secret
-        revoked = archive.accounts.create_token("old-gw", ADMIN, role="technologist").secret
-        archive.accounts.revoke_token("old-gw", ADMIN)
-    finally:
-        archive.close()
-    server, url = start_web_server(data, env={"MINIPACS_HTTP_MAX_UPLOAD_MB": str(LIMIT >> 20)})
-    yield Web(server, url, token, revoked, base / "files")
-    stop_and_check(server)
+    with site_on(request, site_backend, data) as site:
+        archive = site.open_archive()
+        try:
+            archive.accounts.add_user("ky", "technologist", PASSWORD, ADMIN)
+            archive.accounts.add_user("bs.minh", "referrer", PASSWORD, ADMIN)
+            token = archive.accounts.create_token("modality-gw", ADMIN, role="technologist").secret
+            revoked = archive.accounts.create_token("old-gw", ADMIN, role="technologist").secret
+            archive.accounts.revoke_token("old-gw", ADMIN)
+        finally:
+            archive.close()
+        server, url = start_web_server(data, site=site, env={"MINIPACS_HTTP_MAX_UPLOAD_MB": str(LIMIT >> 20)})
+        yield Web(server, url, token, revoked, base / "files")
+        stop_and_check(server)
 
 
 def multipart(*parts: bytes | tuple[bytes, str], boundary: str = "b0undary") -> bytes:
@@ -142,8 +144,7 @@ def assert_nothing_stray(web: Web) -> None:
         keys |= {r["storage_key"] for r in table_rows(archive, "duplicate_conflict")}
     finally:
         archive.close()
-    root = web.server.data / "objects"
-    assert {str(p.relative_to(root)) for p in object_files(web.server)} == keys
+    assert set(object_keys(web.server)) == keys
     assert not [p for p in web.server.data.iterdir() if p.name.startswith("tmp")], "a spool file was left behind"
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
-from tests.conftest import Server, start_server
+from tests.conftest import Server, site_on, start_server
+from tests.conftest import both_site_backends as site_backend  # noqa: F401  (SQLite + folder and PostgreSQL + S3)
 from tests.dicom_scp.helpers import stop_and_check
 from tests.worklist.mwl_helpers import (
     ASCII_STATION,
@@ -24,14 +25,17 @@ from tests.worklist.mwl_helpers import (
 
 
 @pytest.fixture(scope="module")
-def mwl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server(tmp_path_factory.mktemp("mwl") / "data", env={
-        "MINIPACS_DICOM_WORKERS": "1", "MINIPACS_WORKLIST_ASCII_STATIONS": f"XRAY9, {ASCII_STATION}"})
-    try:
-        populate(server)
-        yield server
-    finally:
-        stop_and_check(server)
+def mwl_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+               site_backend: str) -> Iterator[Server]:  # fmt: skip
+    data = tmp_path_factory.mktemp("mwl") / "data"
+    with site_on(request, site_backend, data) as site:
+        server = start_server(data, site=site, env={
+            "MINIPACS_DICOM_WORKERS": "1", "MINIPACS_WORKLIST_ASCII_STATIONS": f"XRAY9, {ASCII_STATION}"})
+        try:
+            populate(server)
+            yield server
+        finally:
+            stop_and_check(server)
 
 
 def test_every_required_key_with_its_value(mwl_server: Server) -> None:
