@@ -42,6 +42,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
     from appliance.cli_accounts import cli_origin
+    from appliance.cli_backup import already_running
     from archive.lease import Lease
     from archive.retention import delete_images, parse_rules, plan
 
@@ -50,7 +51,7 @@ def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
         print("retention.rules is empty: images are kept for ever; nothing to do.")
         return 0
 
-    def run(archive: Any) -> tuple[int, int, int, int]:
+    def run(archive: Any) -> tuple[int, int, int, int] | None:
         due, held = plan(archive.db, rules)
         if args.dry_run:
             for item in due:
@@ -59,7 +60,7 @@ def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
             return len(due), sum(i.instances for i in due), sum(i.size_bytes for i in due), held
         lease = Lease(archive.db, "retention")
         if not lease.held():
-            raise RetentionError("another `minipacs retention` is running (on this or another node); try later")
+            return None
         try:
             deleted = 0
             for item in tqdm(due, desc="studies", unit=" studies", disable=args.no_progress, file=sys.stderr):
@@ -68,7 +69,10 @@ def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
             lease.release()
         return len(due), deleted, sum(i.size_bytes for i in due), held
 
-    studies, images, size, held = run_on_archive(settings, run, RetentionError)
+    done = run_on_archive(settings, run, RetentionError)
+    if done is None:  # another node's timer got there first: not a failure (the unit's SuccessExitStatus)
+        return already_running("retention")
+    studies, images, size, held = done
     verb = "would delete" if args.dry_run else "deleted"
     print(f"{verb} the images of {studies} studies ({images} images, {size / 2**30:.2f} GB); "
           f"{held} due studies are on legal hold and kept.")  # fmt: skip
@@ -77,6 +81,7 @@ def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
     from appliance.cli_accounts import cli_origin
+    from appliance.cli_backup import already_running
     from archive.retention import set_hold
 
     run_on_archive(settings, lambda a: set_hold(a.db, a.audit, args.uid, args.hold, args.reason, cli_origin()),

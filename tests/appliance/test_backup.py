@@ -199,7 +199,7 @@ def test_backup_goes_to_backup_destination_from_the_file_or_the_environment(tmp_
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_a_second_backup_or_fsck_stands_by_while_one_runs(
+def test_a_second_backup_fsck_or_retention_stands_by_while_one_runs(
     tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
     if backend == "sqlite":
@@ -211,8 +211,9 @@ def test_a_second_backup_or_fsck_stands_by_while_one_runs(
         env = cli_env(MINIPACS_DATABASE_URL=db_url)
         assert run_cli("import", CT_FILES[0], "--data", "data", "--no-progress", cwd=tmp_path, env=env).returncode == 0
     env["MINIPACS_BACKUP_DESTINATION"] = str(tmp_path / "nas")
+    env["MINIPACS_RETENTION_RULES"] = "*:100y"  # nothing is due; the lease is taken all the same
     other_node = Database.open(db_url)
-    leases = [Lease(other_node, "backup"), Lease(other_node, "fsck")]
+    leases = [Lease(other_node, "backup"), Lease(other_node, "fsck"), Lease(other_node, "retention")]
     try:
         assert all(lease.held() for lease in leases)
         skipped = run_cli("backup", "--data", "data", "--no-progress", cwd=tmp_path, env=env)
@@ -221,6 +222,9 @@ def test_a_second_backup_or_fsck_stands_by_while_one_runs(
         assert not (tmp_path / "nas").exists()  # nothing written
         fsck = run_cli("fsck", "--data", "data", "--no-progress", cwd=tmp_path, env=env)
         assert "already running" in assert_one_line_error(fsck, ALREADY_RUNNING) and "checked" not in fsck.stdout
+        retention = run_cli("retention", "--data", "data", "--no-progress", cwd=tmp_path, env=env)
+        assert "already running" in assert_one_line_error(retention, ALREADY_RUNNING)
+        assert "deleted" not in retention.stdout
     finally:
         for lease in leases:
             lease.release()
@@ -228,5 +232,7 @@ def test_a_second_backup_or_fsck_stands_by_while_one_runs(
     done = run_cli("backup", "--data", "data", "--no-progress", cwd=tmp_path, env=env)
     assert done.returncode == 0 and "objects copied" in done.stdout, done.stderr  # the lease was the only reason
     assert run_cli("fsck", "--data", "data", "--no-progress", cwd=tmp_path, env=env).returncode == 0
+    retention = run_cli("retention", "--data", "data", "--no-progress", cwd=tmp_path, env=env)
+    assert retention.returncode == 0 and "deleted the images of 0 studies" in retention.stdout, retention.stderr
     if backend == "postgresql":
         postgres.drop_database(db_url)
