@@ -7,7 +7,9 @@ A backup is a folder (a USB disk, a NAS mount) or an S3 bucket URL, holding:
   be restored on a box without PostgreSQL, and the other way round);
 - ``objects/<key>``: every image and report PDF, copied once: later backups
   copy only what is new (keys are never reused);
-- ``http-session.key``: the key of browser sessions, patient links and IID tokens;
+- (the key of browser sessions, patient links and IID tokens is in the
+  index, archive/site_keys.py; backups made before it was kept there hold
+  it as ``http-session.key``, which `restore` still puts back);
 - ``snapshots/<time>.json``: written last, so a backup that was cut off does
   not count; `restore` takes the newest (or ``--snapshot TIME``).
 
@@ -184,10 +186,6 @@ def _backup(args: argparse.Namespace, settings: Settings, archive: Any, destinat
         with _bar(args, sum(r.size or 0 for r in references), "images") as bar:
             copied, skipped = copy_objects(archive.objects, dest, references, target_prefix="objects/",
                                            existing=existing, progress=bar.update)  # fmt: skip
-        key_file = settings.data_dir / "http-session.key"
-        if key_file.is_file() and not dest.exists("http-session.key"):
-            with key_file.open("rb") as f:
-                dest.put("http-session.key", f)
         manifest = {"time": stamp, "index": f"index/{stamp}.sqlite", "rows": counts,
                     "objects": len(references), "copied": copied, "already_backed_up": skipped,
                     "bytes": sum(r.size or 0 for r in references)}  # fmt: skip

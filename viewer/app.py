@@ -46,7 +46,7 @@ def create_app(archive: Archive, config: WebConfig | None = None, worklist: Work
     authenticator = Authenticator(archive.accounts)
     app.config["AUTHENTICATOR"] = authenticator
     app.config["RENDER_CACHE"] = RenderCache(config.cache_dir, config.cache_bytes) if config.cache_dir else None
-    session.configure(app, config.secret_file)
+    session.configure(app, archive, config.secret_file)
     i18n.configure(app)
     _compress(app)
     errors.register(app)

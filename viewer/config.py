@@ -23,7 +23,8 @@ class WebConfig:
     max_upload_bytes: int = 2048 << 20
     #: Minutes a browser session lasts without a request.
     session_minutes: int = 30
-    #: Where the signing key of browser sessions is kept (created on first use).
+    #: Where a single box kept the signing key of browser sessions before it lived in the index
+    #: (taken over once). None: a key of this process only, nothing shared.
     secret_file: Path | None = None
     #: Where STOW-RS parts wait for ingest (on the archive's disk); None: the system's temporary folder.
     spool_dir: Path | None = None

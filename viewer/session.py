@@ -3,8 +3,9 @@
 People in a browser (the viewer pages of a later version, an admin screen)
 should not type a password per request nor have it cached by the browser's
 Basic-auth dialog. POST /login checks the password (Argon2, throttled like
-Basic) and sets a cookie signed with a key kept in the data directory (Flask's
-session, itsdangerous), so every gunicorn worker and a restart accept it.
+Basic) and sets a cookie signed with the site's key, kept in the index
+(archive/site_keys.py; Flask's session, itsdangerous), so every gunicorn
+worker, every node and a restart accept it.
 
 The cookie is HttpOnly and SameSite=Lax, and it is never honoured for
 cross-origin calls (CORS never allows credentials). A request that changes
@@ -20,7 +21,6 @@ a request.
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 import time
 from datetime import UTC
@@ -29,6 +29,7 @@ from pathlib import Path
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, session
 
 from archive import Archive, Origin
+from archive.site_keys import shared_key
 from viewer.auth import Authenticator, Principal, Unauthorized
 from viewer.config import web_config
 
@@ -50,37 +51,19 @@ class SessionRefused(Exception):
         self.status = status
 
 
-def configure(app: Flask, secret_file: Path | None) -> None:
-    app.secret_key = _secret(secret_file) if secret_file else secrets.token_bytes(32)
+def configure(app: Flask, archive: Archive, legacy_key_file: Path | None) -> None:
+    """Sign sessions with the site's key from the index (every node the same), or, given no
+    `legacy_key_file`, with a key of this process only (tests, one-off tools)."""
+    if legacy_key_file is None:
+        app.secret_key = secrets.token_bytes(32)
+    else:
+        app.secret_key = shared_key(archive.db, "http-session", legacy_key_file)
     app.config.update(
         SESSION_COOKIE_NAME="minipacs_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_REFRESH_EACH_REQUEST=False,
     )
-
-
-def _secret(path: Path) -> bytes:
-    """The signing key in `path`, made on first use; every worker and node reading it gets the same."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, secrets.token_bytes(32))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(scratch, path)  # fails if another worker won the race: then use theirs
-    except FileExistsError:
-        pass
-    finally:
-        scratch.unlink()
-    return path.read_bytes()
 
 
 def principal_from_session(archive: Archive) -> Principal | None:

@@ -2,8 +2,9 @@
 
 Node A takes images over DIMSE while node B takes others over STOW-RS at
 the same time; then each node finds and retrieves everything, whichever node
-stored it; no patient, study or series is stored twice; one node sends the
-outbox while the other stands by.
+stored it; a browser session and a rendered image's ETag made on one node
+hold on the other; no patient, study or series is stored twice; one node
+sends the outbox while the other stands by.
 """
 
 from __future__ import annotations
@@ -84,6 +85,20 @@ def test_two_nodes_store_at_once_and_each_serves_everything(
                          "-k", f"StudyInstanceUID={STUDY}", "127.0.0.1", node.port)  # fmt: skip
             assert "Number of Completed Suboperations : 20" in done.stdout + done.stderr
             assert len(list(received.iterdir())) == 20
+
+        # Behind a load balancer any node may get the next request: a browser session made on A
+        # holds on B, and a rendered image has one ETag (and cache key) whichever node made it.
+        browser = requests.Session()
+        assert browser.post(f"{url_a}/login", data={"username": "ky", "password": PASSWORD}, timeout=30).ok
+        assert browser.get(f"{url_b}/session", timeout=30).json()["username"] == "ky"
+        first = dcmread(dimse[0], stop_before_pixels=True)
+        rendered = (f"/dicomweb/studies/{STUDY}/series/{first.SeriesInstanceUID}"
+                    f"/instances/{first.SOPInstanceUID}/rendered")  # fmt: skip
+        from_a, from_b = (browser.get(url + rendered, timeout=30) for url in (url_a, url_b))
+        assert from_a.status_code == from_b.status_code == 200
+        assert from_a.headers["ETag"] == from_b.headers["ETag"] and from_a.content == from_b.content
+        again = browser.get(url_b + rendered, headers={"If-None-Match": from_a.headers["ETag"]}, timeout=30)
+        assert again.status_code == 304
 
         check = Archive.open(db_url, store_url, access_key=s3.access_key, secret_key=s3.secret_key)
         try:

@@ -18,6 +18,7 @@ from tests.conftest import both_index_backends as index_backend  # noqa: F401  (
 TABLES = {
     "alembic_version", "api_token", "application_entity", "audit_event", "duplicate_conflict", "instance",
     "name_token", "patient", "patient_identifier", "series", "series_request", "study", "user_account",
+    "site_secret",
     # worklist/models.py
     "procedure_step", "step_event", "performed_step", "study_match", "hl7_message", "outbox_message",
     # reports/models.py

@@ -16,6 +16,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from archive import Archive, Origin
+from archive.site_keys import shared_key
 from reports.share import ShareLinks, derive_key
 from tests.conftest import CT_FILES, DX_FILE, Server
 from tests.dicom_scp.helpers import stop_and_check
@@ -55,8 +56,12 @@ class Site:
 
     def links(self, archive: Archive, **options: object) -> ShareLinks:
         """A ShareLinks over the server's database and with its key: what another node would build."""
-        key = derive_key((self.data / "http-session.key").read_bytes())
-        return ShareLinks(archive.db, archive.audit, key, **options)  # type: ignore[arg-type]
+        return ShareLinks(archive.db, archive.audit, self.key(archive), **options)  # type: ignore[arg-type]
+
+    @staticmethod
+    def key(archive: Archive) -> bytes:
+        """The share links' (and IID tokens') key: derived from the site key every node reads from the index."""
+        return derive_key(shared_key(archive.db, "http-session"))
 
     def restart(self) -> None:
         stop_and_check(self.server)

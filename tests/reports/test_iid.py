@@ -14,7 +14,6 @@ import requests
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from archive.audit import search
-from reports.share import derive_key
 from tests.dicom_scp.helpers import stop_and_check, wait_for
 from tests.reports.share_site import CT, DX, PASSWORD, Site, image_paths, start_site
 
@@ -211,7 +210,11 @@ def test_an_expired_or_tampered_token_is_refused(site: Site) -> None:
         def get_timestamp(self) -> int:
             return int(time.time()) - 301
 
-    key = derive_key((site.data / "http-session.key").read_bytes())
+    archive = site.server.archive()
+    try:
+        key = site.key(archive)
+    finally:
+        archive.close()
     expired = URLSafeTimedSerializer(key, salt="minipacs iid token", signer=Past).dumps({"s": STUDY, "by": "emr"})
     fresh = URLSafeTimedSerializer(key, salt="minipacs iid token").dumps({"s": STUDY, "by": "emr"})
     assert get(site, iid(requestType="STUDY", studyUID=STUDY, token=fresh)).status_code == 303  # the key is right

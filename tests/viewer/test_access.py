@@ -14,6 +14,7 @@ from flask import Flask
 from pydicom import dcmread
 
 from archive import Archive, Origin
+from archive.site_keys import shared_key
 from tests.conftest import CT_FILES, DX_FILE, Server
 from tests.dicom_scp.helpers import stop_and_check, wait_for
 from tests.viewer.helpers import start_web_server
@@ -212,7 +213,7 @@ def test_an_idle_session_expires(tmp_path: Path, archive: Archive, monkeypatch: 
     app = create_app(archive, WebConfig(session_minutes=30, secret_file=tmp_path / "key"))
     client = app.test_client()
     assert client.post("/login", data={"username": "bs.hoa", "password": PASSWORD}).status_code == 200
-    assert (tmp_path / "key").stat().st_mode & 0o777 == 0o600
+    assert app.secret_key == shared_key(archive.db, "http-session")  # the site's key, from the index
     now = time.time()
     monkeypatch.setattr("viewer.session.time.time", lambda: now + 29 * 60)
     assert client.get("/session").status_code == 200  # active: the idle clock restarts
