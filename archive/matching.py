@@ -399,6 +399,24 @@ class ExistsTarget:
 
 
 @dataclass(frozen=True)
+class OwnerInTarget:
+    """An attribute held in a child table, for a key that is asked alone (a CCCD or BHYT number).
+
+    The same matches as ExistsTarget, as ``owner IN (SELECT child.owner FROM child
+    WHERE ...)``: SQLite runs a correlated EXISTS once per row of the outer query, so
+    a lookup by the child's value read every study; this finds the few owners through
+    the child's index first (PostgreSQL plans both forms alike).
+    """
+
+    owner: Column
+    child_owner: Column
+    inner: Target
+
+    def clause(self, condition: Condition) -> ColumnElement[bool]:
+        return self.owner.in_(select(self.child_owner).where(self.inner.clause(condition)))
+
+
+@dataclass(frozen=True)
 class SequenceTarget:
     """Sequence matching against a child table with one row per item."""
 
@@ -436,7 +454,7 @@ def where(targets: dict[int, Target], conditions: dict[int, Condition]) -> list[
 
 
 __all__ = [
-    "UNIVERSAL", "AnyOf", "Condition", "Exact", "ExistsTarget", "IntegerTarget", "ItemMatch",
+    "UNIVERSAL", "AnyOf", "Condition", "Exact", "ExistsTarget", "IntegerTarget", "ItemMatch", "OwnerInTarget",
     "PersonNameTarget", "Range", "RangeTarget", "SequenceTarget", "Target", "TextTarget",
     "UidTarget", "Universal", "Wildcard", "condition_for", "is_date", "like_pattern", "parse_value",
     "where", "wildcard_clause",

@@ -30,6 +30,7 @@ from archive.matching import (
     Exact,
     ExistsTarget,
     IntegerTarget,
+    OwnerInTarget,
     PersonNameTarget,
     RangeTarget,
     SequenceTarget,
@@ -97,7 +98,7 @@ TARGETS: dict[int, tuple[Level, Target]] = {
     ),
     _t("PatientBirthDate"): (Level.PATIENT, RangeTarget(P.patient_birth_date)),
     _t("PatientSex"): (Level.PATIENT, TextTarget(P.patient_sex)),
-    _t("OtherPatientIDs"): (Level.PATIENT, ExistsTarget(_IDS.patient_pk == P.pk, TextTarget(_IDS.value))),
+    _t("OtherPatientIDs"): (Level.PATIENT, OwnerInTarget(P.pk, _IDS.patient_pk, TextTarget(_IDS.value))),
     _t("OtherPatientIDsSequence"): (
         Level.PATIENT,
         SequenceTarget(_IDS.patient_pk == P.pk, {
