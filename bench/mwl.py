@@ -16,7 +16,11 @@ the same patient code the service uses (archive.patients.upsert_patient) and
 the columns Worklist.create writes, so filling takes seconds; ``--create``
 goes through Worklist.create, one fsynced transaction per order (minutes).
 
-    bench/mwl [--steps 10000] [--queries 100] [--create]
+With --database postgresql the steps go into PostgreSQL (a fresh LocalPostgres
+from tests/pg.py, or a new database on MINIPACS_BENCH_DATABASE_URL's server) and
+`minipacs serve` runs on it.
+
+    bench/mwl [--steps 10000] [--queries 100] [--create] [--database sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -40,10 +45,11 @@ from sqlalchemy import Table, insert
 
 import populate
 from archive import Archive, Origin
+from archive.db import Database
 from archive.patients import OtherId, PatientDemographics, upsert_patient
 from archive.text import name_tokens
 from common import MiB, RssMonitor, describe_disk, median, percentile, run_folder
-from find import LOG_CONFIG, parse_findscu_log
+from find import LOG_CONFIG, parse_findscu_log, start_minipacs_on
 from servers import Server, start_minipacs
 from worklist.models import ProcedureStep
 from worklist.service import Worklist
@@ -112,8 +118,9 @@ def orders(count: int, seed: int, today: date) -> list[tuple[OrderRequest, str]]
     return result
 
 
-def fill(data: Path, count: int, seed: int, through_service: bool) -> list[Step]:
-    archive = Archive.open(f"sqlite:///{data / 'index.sqlite'}", str(data / "objects"))
+def fill(url: str, objects: str, count: int, seed: int, through_service: bool) -> list[Step]:
+    """Add `count` orders to the index at `url` (objects: its object store, unused by orders)."""
+    archive = Archive.open(url, objects)
     today = date.today()
     pairs = orders(count, seed, today)
     origin = Origin("bench", "", "BENCH")
@@ -122,20 +129,24 @@ def fill(data: Path, count: int, seed: int, through_service: bool) -> list[Step]
             wl = Worklist(archive)
             for order, state in pairs:
                 wl.create(order, origin)
-        else:
-            now = datetime.now(UTC)
-            with archive.db.write() as conn:
-                rows = []
-                for order, state in pairs:
-                    patient_pk, _ = upsert_patient(conn, order.patient, now)
-                    rows.append(_columns(order, patient_pk, state, now))
-                conn.execute(insert(STEP), rows)
-        if through_service:
             with archive.db.write() as conn:
                 conn.execute(STEP.update().where(STEP.c.start_date < f"{today:%Y%m%d}").values(status="COMPLETED"))
+        else:
+            insert_steps(archive.db, pairs)
     finally:
         archive.close()
     return [Step(o.accession_number, o.station_ae_title, o.start_date, o.patient.name) for o, _ in pairs]
+
+
+def insert_steps(db: Database, pairs: list[tuple[OrderRequest, str]]) -> None:
+    """The rows Worklist.create would write, inserted in one transaction (seconds, not minutes)."""
+    now = datetime.now(UTC)
+    with db.write() as conn:
+        rows = []
+        for order, state in pairs:
+            patient_pk, _ = upsert_patient(conn, order.patient, now)
+            rows.append(_columns(order, patient_pk, state, now))
+        conn.execute(insert(STEP), rows)
 
 
 def _columns(order: OrderRequest, patient_pk: int, state: str, now: datetime) -> dict[str, Any]:
@@ -231,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=100, help="timed queries per query type (default 100)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="the index in SQLite (default) or PostgreSQL (LocalPostgres, or a new database "
+                        "on MINIPACS_BENCH_DATABASE_URL's server)")  # fmt: skip
     parser.add_argument("--create", action="store_true",
                         help="populate through Worklist.create (one transaction per order; slow)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -239,30 +253,35 @@ def main(argv: list[str] | None = None) -> int:
     print(f"disk: {describe_disk(runs)}", flush=True)
     data = runs / "data"
     data.mkdir()
-    started = time.monotonic()
-    steps = fill(data, args.steps, args.seed, args.create)
-    today = f"{date.today():%Y%m%d}"
-    open_steps = sum(1 for s in steps if s.day >= today)
-    print(f"{len(steps):,} steps ({open_steps:,} today or later, SCHEDULED) "
-          f"{'through Worklist.create' if args.create else 'inserted directly'} in "
-          f"{time.monotonic() - started:.1f} s", flush=True)  # fmt: skip
+    with ExitStack() as stack:
+        if args.database == "postgresql":
+            url = stack.enter_context(populate.bench_database("postgresql"))
+        else:
+            url = f"sqlite:///{data / 'index.sqlite'}"
+        started = time.monotonic()
+        steps = fill(url, str(data / "objects"), args.steps, args.seed, args.create)
+        today = f"{date.today():%Y%m%d}"
+        open_steps = sum(1 for s in steps if s.day >= today)
+        print(f"{len(steps):,} steps ({open_steps:,} today or later, SCHEDULED) in {args.database}, "
+              f"{'through Worklist.create' if args.create else 'inserted directly'} in "
+              f"{time.monotonic() - started:.1f} s", flush=True)  # fmt: skip
 
-    server = start_minipacs(data, log_dir=runs)
-    results = []
-    try:
-        with RssMonitor(server.pid) as monitor:
-            for kind in ("today's worklist, one station", "PatientName FAMILY^MIDDLE^G*", "accession number"):
-                results.append(measure(server, kind, steps, args.queries, args.warmup, runs / "queries", args.seed))
-        peak = monitor.peak
-    finally:
-        status = server.stop()
+        server = start_minipacs(data, log_dir=runs) if args.database == "sqlite" else start_minipacs_on(data, url, runs)
+        results = []
+        try:
+            with RssMonitor(server.pid) as monitor:
+                for kind in ("today's worklist, one station", "PatientName FAMILY^MIDDLE^G*", "accession number"):
+                    results.append(measure(server, kind, steps, args.queries, args.warmup, runs / "queries", args.seed))
+            peak = monitor.peak
+        finally:
+            status = server.stop()
     failed = [f for r in results for f in r.failures]
     if status not in (0, -15):
         failed.append(f"minipacs exited with status {status}")
     if "Traceback" in server.log():
         failed.append(f"Traceback in the server log {server.log_path}")
 
-    print(f"\nMWL C-FIND (findscu -W), {len(TOP_KEYS) + len(SPS_KEYS) + 3} return keys, {BATCH} queries per "
+    print(f"\nMWL C-FIND (findscu -W) on {args.database}, {len(TOP_KEYS) + len(SPS_KEYS) + 3} return keys, {BATCH} queries per "
           f"association, {args.warmup} warm-up + {args.queries} timed per type; latency from sending the "
           "request to the final status in findscu's log")  # fmt: skip
     header = f"{'query':<32} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'matches mean':>13} {'max':>5}"

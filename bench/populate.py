@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import random
+import signal
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -39,6 +42,7 @@ from archive.db import Database
 from archive.index_writer import StoredInstance, add_instance
 from archive.origin import Origin
 from archive.text import fold
+from common import OUT, ROOT
 
 #: The last day of the synthetic archive; studies spread over the 3 years before it.
 END = date(2026, 11, 20)
@@ -322,6 +326,67 @@ def _write(db: Database, batch: list[tuple[IndexRecord, StoredInstance, Origin, 
     with db.write() as conn:
         for record, stored, origin, received in batch:
             add_instance(conn, record, stored, origin, received)
+
+
+#: The 100k-instance index bench/find --reuse keeps (and bench/query_plans reads by default).
+OUT_INDEX = OUT / "find-index-100000-seed1"
+
+
+@contextmanager
+def bench_database(kind: str) -> Iterator[str]:
+    """An empty database of `kind` ("postgresql"): its URL, dropped afterwards.
+
+    MINIPACS_BENCH_DATABASE_URL (a postgresql+psycopg:// URL to a role that may
+    CREATE DATABASE) names a server to use; otherwise Debian's PostgreSQL is
+    started in a temporary directory as the tests do (tests/pg.py).
+    """
+    if kind != "postgresql":
+        raise ValueError(f"unknown database kind {kind!r}")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.pg import LocalPostgres, PostgresServer
+
+    given = os.environ.get("MINIPACS_BENCH_DATABASE_URL")
+    local = None if given else LocalPostgres()
+    # A benchmark stopped with SIGTERM still stops its server (the finally clauses below run).
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        server = PostgresServer(given) if given else local.start()  # type: ignore[union-attr]
+        url = server.create_database()
+        try:
+            yield url
+        finally:
+            server.drop_database(url)
+    finally:
+        if local is not None:
+            local.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def copy_index_to(source: Database, url: str) -> dict[str, int]:
+    """Copy a populated index (every table) into the empty database at `url`, schema made first."""
+    import reports.models  # noqa: F401  (registers the reports' tables)
+    import worklist.models  # noqa: F401  (and the worklist's)
+    from sqlalchemy import MetaData, inspect
+
+    from archive.models import Base
+    from archive.transfer import copy_index
+
+    # The tables the source has: a reused index may predate a table added since (the target's is empty).
+    present = set(inspect(source.engine).get_table_names())
+    tables = MetaData()
+    for table in Base.metadata.sorted_tables:
+        if table.name in present:
+            table.to_metadata(tables)
+    target = Database.open(url)
+    try:
+        counts = copy_index(source, target, tables)
+        if not target.is_sqlite:
+            with target.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM ANALYZE")  # fresh statistics, as autovacuum would have soon
+        return counts
+    finally:
+        target.dispose()
 
 
 def main() -> int:
