@@ -133,6 +133,11 @@ def fill(url: str, objects: str, count: int, seed: int, through_service: bool) -
                 conn.execute(STEP.update().where(STEP.c.start_date < f"{today:%Y%m%d}").values(status="COMPLETED"))
         else:
             insert_steps(archive.db, pairs)
+        if not archive.db.is_sqlite:
+            # Statistics, as autovacuum gathers them within a minute of such a bulk insert:
+            # without them PostgreSQL plans the name query blind (p95 1 s instead of 30 ms).
+            with archive.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM ANALYZE")
     finally:
         archive.close()
     return [Step(o.accession_number, o.station_ae_title, o.start_date, o.patient.name) for o, _ in pairs]
