@@ -64,6 +64,38 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **{**options, **kwargs})
 
 
+class UnsuitableDatabase(Exception):
+    """A database minipacs must not use as it is; the message says how to make one it can."""
+
+
+#: Comparisons that hold when text is ordered byte by byte (C, C.UTF-8 and POSIX collations),
+#: and fail under a language's rules (en_US, vi_VN, ICU): case first, punctuation ignored, é near e.
+_BYTEWISE_PROBE = "SELECT 'B' < 'a' AND 'a-c' < 'ab' AND 'z' < 'é'"
+
+
+def _check_text_order(engine: Engine) -> None:
+    """Refuse a PostgreSQL database whose collation is not byte order.
+
+    DICOM matching is byte for byte, and a prefix wildcard (``BN23*``) is sent
+    as the range ``>= 'BN23' AND < 'BN24'`` so that a B-tree serves it. Under
+    a language's collation that range also holds ``bn23x`` and ``BN2-3`` and
+    can miss ``BN2-9`` for ``BN2-*``: C-FIND and QIDO would answer with the
+    wrong patients. Debian's `createdb` takes the server's locale (often
+    en_US.UTF-8), so say how to make a suitable database.
+    """
+    with engine.connect() as conn:
+        bytewise = conn.exec_driver_sql(_BYTEWISE_PROBE).scalar()
+        row = conn.exec_driver_sql("SELECT * FROM pg_database WHERE datname = current_database()").mappings().one()
+    name = row["datname"]
+    collation = f"ICU {row['daticulocale']}" if row.get("datlocprovider") == "i" else row["datcollate"]
+    if not bytewise:
+        raise UnsuitableDatabase(
+            f"the PostgreSQL database {name!r} sorts text by a language's rules (collation {collation}), "
+            "so DICOM wildcard searches would find the wrong patients. Create it with byte order instead "
+            f"(it must be empty): dropdb {name}; createdb -O OWNER --locale=C.UTF-8 --template=template0 {name}"
+        )
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
     dbapi_connection.isolation_level = None
@@ -116,8 +148,14 @@ class Database:
         upgraded the schema before starting them, and they need not load Alembic.
         """
         db = cls(make_engine(url))
-        if upgrade:
-            migrate(db.engine)
+        try:
+            if not db.is_sqlite:
+                _check_text_order(db.engine)
+            if upgrade:
+                migrate(db.engine)
+        except BaseException:
+            db.engine.dispose()
+            raise
         return db
 
     @contextmanager
