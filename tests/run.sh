@@ -4,9 +4,14 @@
 #   tests/run.sh -m "not slow"      # skip the long end-to-end tests
 #   tests/run.sh -m slow            # only the long ones
 #   tests/run.sh tests/archive      # one folder
+#   tests/run.sh -n 0               # in one process (default: MINIPACS_TEST_WORKERS=2
+#                                   # processes, each test module kept in one of them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests/setup.sh
+
+# Two pytest processes (pytest-xdist); a module's tests stay in one, with its shared servers.
+set -- -n "${MINIPACS_TEST_WORKERS:-2}" --dist loadscope "$@"
 
 # dcmtk 3.6.7's SCPs (storescp, movescu's receiver) listen on every address.
 # Run the suite in a private network namespace with only loopback, so nothing
