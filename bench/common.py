@@ -9,7 +9,7 @@ import socket
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -204,6 +204,31 @@ def timed(runs: int, call: Any) -> tuple[float, float, Any]:
         times.append((time.perf_counter() - started) * 1000)
     times.sort()
     return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.95))], result
+
+
+def run_clients(run: Callable[[list[str], list[str]], None], timed: list[str], warm: list[str], clients: int,
+                barrier: threading.Barrier) -> float:  # fmt: skip
+    """`clients` threads, each `run(its share of timed, its share of warm)`; `run` waits on `barrier`
+    (of clients + 1 parties) after its warm-up. The seconds from all warm to the last one done."""
+    threads = [threading.Thread(target=run, args=(timed[k::clients], warm[k::clients] or warm[:1]))
+               for k in range(clients)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
+def finish(started: float, failed: Sequence[str], runs: Path) -> int:
+    """The end of a benchmark: total time, what failed (its run folder kept to look at), the exit status."""
+    print(f"\ntotal time {time.monotonic() - started:.0f} s")
+    for failure in failed[:20]:
+        print(f"FAILED: {failure}")
+    if not failed:
+        shutil.rmtree(runs, ignore_errors=True)
+    return 1 if failed else 0
 
 
 def bench_index(name: str, description: str, prepare: Any, tables: Sequence[Any]) -> tuple[argparse.Namespace, Any]:

@@ -40,7 +40,8 @@ from pydicom.uid import ImplicitVRLittleEndian
 
 import populate
 from archive.text import name_tokens
-from common import MiB, OUT, PYTHON, ROOT, RssMonitor, describe_disk, free_port, median, percentile, run_folder
+from common import (MiB, OUT, PYTHON, ROOT, RssMonitor, describe_disk, finish, free_port, median, percentile,
+                    run_folder)
 from servers import Server, _spawn, _wait_ready, start_minipacs
 
 #: What a workstation's study list asks for.
@@ -366,12 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"database: {args.database}")
     print(report(results, args.queries, args.warmup, peak, args.client_nagle))
-    print(f"\ntotal time {time.monotonic() - started:.0f} s")
-    for failure in failed[:20]:
-        print(f"FAILED: {failure}")
-    if not failed:
-        shutil.rmtree(runs, ignore_errors=True)
-    return 1 if failed else 0
+    return finish(started, failed, runs)
 
 
 def server_statistics(server: Server) -> str:

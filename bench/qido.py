@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ from urllib.parse import quote
 import requests
 
 import find
-from common import PYTHON, ROOT, median, percentile, run_folder
+from common import PYTHON, ROOT, finish, median, percentile, run_clients, run_folder
 
 #: The study list of one day, as the viewer's first screen asks it.
 TODAY_LIST = find.QueryType("today's list, limit=100", "StudyDate", 100, find.Values.today, {"limit": "100"})
@@ -91,15 +90,7 @@ def measure(root: str, bearer: str, query: find.QueryType, values: find.Values, 
                     else:
                         figure.failures.append(f"GET {path[:100]}: {response.status_code} {body[:200]!r}")
 
-    threads = [threading.Thread(target=run, args=(timed[k::clients], warm[k::clients] or warm[:1]))
-               for k in range(clients)]  # fmt: skip
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    figure.seconds = time.perf_counter() - started
+    figure.seconds = run_clients(run, timed, warm, clients, barrier)
     return figure
 
 
@@ -145,12 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<28} {clients:7d} {len(fig.latencies):4d} {median(fig.latencies):8.1f} "
               f"{percentile(fig.latencies, 95):8.1f} {len(fig.latencies) / fig.seconds:9.1f} "
               f"{sum(fig.matches) / len(fig.matches):8.1f}")  # fmt: skip
-    print(f"\ntotal time {time.monotonic() - started:.0f} s")
-    for failure in failed[:20]:
-        print(f"FAILED: {failure}")
-    if not failed:
-        shutil.rmtree(runs, ignore_errors=True)
-    return 1 if failed else 0
+    return finish(started, failed, runs)
 
 
 def _wait(root: str, bearer: str, timeout: float = 60) -> None:

@@ -44,7 +44,7 @@ import data
 import find
 import populate
 from common import (MiB, OUT, PYTHON, ROOT, RssMonitor, describe_disk, median, percentile, process_tree, rss,
-                    run_folder, vm_hwm)
+                    run_clients, run_folder, vm_hwm)
 from ingest import STORESCU, storescu_argv
 from servers import Server, orthanc_available, orthanc_dicomweb_plugin, start_minipacs, start_orthanc
 
@@ -392,16 +392,7 @@ def qido(client: Client, query: find.QueryType, values: find.Values, clients: in
                         figure.samples.append(seconds * 1000)
                         figure.matches.append(body.count(b'"0020000D"'))
 
-    warm, timed = paths[:warmup], paths[warmup:]
-    threads = [threading.Thread(target=run, args=(timed[k::clients], warm[k::clients] or warm[:1]))
-               for k in range(clients)]  # fmt: skip
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    figure.seconds = time.perf_counter() - started
+    figure.seconds = run_clients(run, paths[warmup:], paths[:warmup], clients, barrier)
     return figure
 
 
