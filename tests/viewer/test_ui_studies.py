@@ -65,6 +65,10 @@ STUDIES = {
 }
 
 
+#: A citizen ID (CCCD) the modality sent as Other Patient IDs: the list finds the patient by it too.
+OTHER_IDS = {"BN006": {"OtherPatientIDs": "079301234567"}}
+
+
 def study_uid(accession: str) -> str:
     return uid(1, 100 + list(STUDIES).index(accession))
 
@@ -92,7 +96,8 @@ def _site(tmp_path: Path, archive: Archive) -> Iterator[Site]:
         for i in range(n):  # n images: the count shows
             ingest_ds(archive, make_dataset(n * 10 + i, study=study, series=uid(2, n), patient_id=pid,
                                             patient_name=name, modality=modality, AccessionNumber=accession,
-                                            StudyDate=day, StudyTime=time, StudyDescription=f"{modality} study"))  # fmt: skip
+                                            StudyDate=day, StudyTime=time, StudyDescription=f"{modality} study",
+                                            **OTHER_IDS.get(pid, {})))  # fmt: skip
     # The signed US gains its report's SR, as signing on the server files it into the study.
     ingest_ds(archive, make_dataset(999, study=study_uid("US0003"), series=uid(2, 99), sop_class=BASIC_TEXT_SR,
                                     patient_id="BN003", patient_name="Lê^Thị Hồng Nhung", modality="SR",
@@ -198,6 +203,9 @@ def test_filters_modality_dates_ids_and_accession(site: Site) -> None:
     assert listed(client, "?status=all&from=20/11/2026") == ["US0006", "CT0001", "US0003", "DX0002"]
     assert listed(client, "?status=all&to=2026-11-19") == ["CR0004", "CT0005"]
     assert listed(client, "?status=all&pid=BN002") == ["DX0002"]
+    assert listed(client, "?status=all&pid=079301234567") == ["US0006"]  # the CCCD number (Other Patient IDs)
+    assert listed(client, "?status=all&pid=0793*") == ["US0006"]
+    assert listed(client, "?status=all&pid=BN00*&modality=US") == ["US0006", "US0003"]
     assert listed(client, "?status=all&accession=CR0004") == ["CR0004"]
     assert listed(client, "?status=all&accession=CR*") == ["CR0004"]
     assert listed(client, "?status=all&modality=CT&name=nguyen") == ["CT0001"]
