@@ -142,7 +142,7 @@ def test_a_measured_distance_on_a_phantom_is_in_mm_zoomed_and_turned(pages: Page
     page = pages.login("radiologist", "/ui/")
     held: list[Route] = []
     page.route(re.compile(r"/rendered\?quality=90"), lambda route: held.append(route))  # measure on the preview
-    page.goto(f"/studies/{study}")
+    page.goto(f"/studies/{study}", wait_until="domcontentloaded")  # "load" may wait for the held image
     canvas = page.locator("canvas#viewport-0")
     expect(canvas).to_have_attribute("data-quality", "low")  # 256 x 256 for a 512 x 512 image
     page.click("[data-tool=length]")
@@ -352,7 +352,7 @@ def test_a_low_quality_preview_comes_first_then_the_full_image(pages: Pages, sit
 
     page.route(re.compile(r"/frames/\d+/rendered\?"), hold_full)
     with page.expect_request(lambda r: "/frames/" in r.url and "quality=90" in r.url, timeout=15_000):
-        page.goto(f"/studies/{CT_STUDY}")
+        page.goto(f"/studies/{CT_STUDY}", wait_until="domcontentloaded")  # "load" may wait for the held image
     canvas = page.locator("canvas#viewport-0")
     expect(canvas).to_have_attribute("data-quality", "low")  # the preview is drawn while the full image waits
     for _ in range(50):  # let the route handler see the held request
