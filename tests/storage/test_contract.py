@@ -153,11 +153,12 @@ class Generated:
 
 
 def test_a_large_put_streams(store: ObjectStore) -> None:
-    total = 60 * 2**20 + 12345  # several multipart parts on S3
+    total = 100 * 2**20 + 12345  # several multipart parts on S3
     source = Generated(total)
     # Python allocations, traced: the process's RSS late in a long test run also moves with heap
-    # fragmentation left by earlier tests. The minio client holds about five parts at its peak
-    # (measured: 41 MiB for 60 MiB and for 150 MiB objects alike): bounded, whatever the size.
+    # fragmentation left by earlier tests. The minio client holds five to six parts at its peak
+    # (measured: 41-48 MiB for 60, 100 and 150 MiB objects alike): bounded, whatever the size,
+    # and well below the object, which buffering it whole would hold at least once.
     tracemalloc.start()
     try:
         result = store.put("big/cine.dcm", source)
@@ -167,7 +168,7 @@ def test_a_large_put_streams(store: ObjectStore) -> None:
     assert (result.size, result.sha256) == (total, source.digest.hexdigest())
     assert store.size("big/cine.dcm") == total
     assert source.largest_read <= PART_SIZE + 1  # read in parts (+1: the client peeks for the end)
-    assert grown < 6 * max(PART_SIZE, 8 * 2**20), f"{grown / 2**20:.0f} MiB held at once for a 60 MiB put"
+    assert grown < 7 * max(PART_SIZE, 8 * 2**20), f"{grown / 2**20:.0f} MiB held at once for a 100 MiB put"
     with store.open("big/cine.dcm") as f:
         f.seek(total - 5)
         assert len(f.read()) == 5
